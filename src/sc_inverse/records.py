@@ -1,0 +1,162 @@
+"""Candidate records and the one loader every structure-reading command uses.
+
+Accepted inputs (see :func:`load_records`):
+
+* a JSON list of records (or ``{"records": [...]}``), each with ``id`` or ``jid`` and either
+  ``structure`` (a pymatgen ``Structure.as_dict()``) or ``poscar`` (VASP POSCAR text);
+  extra keys are kept;
+* a single structure file pymatgen can read (CIF, POSCAR, QE input, ...);
+* a folder of such files;
+* a CSV with a ``cif`` (or ``poscar``) column and an optional ``id``/``jid`` column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
+
+from sc_inverse.errors import InputError
+
+Verdict = Literal["pass", "fail", "not_evaluated"]
+
+
+class SymmetryInfo(BaseModel):
+    spacegroup_before: str | None = None
+    spacegroup_after: str | None = None
+    rms_displacement_A: float | None = None
+    tolerance_A: float | None = None
+
+
+class CandidateRecord(BaseModel):
+    """One crystal as it moves through generation, screening and validation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    structure: dict = Field(description="pymatgen Structure.as_dict()")
+    origin: str = Field("user", description="generated | training | user")
+    formula: str | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    symmetry: SymmetryInfo | None = None
+    flags: list[str] = Field(default_factory=list, description="e.g. 'atoms_too_close'")
+    predictions: dict[str, float | None] = Field(default_factory=dict)
+    verdicts: dict[str, Verdict] = Field(default_factory=dict)
+    passed: bool | None = None
+    rank: int | None = None
+
+    def get_structure(self) -> Structure:
+        return Structure.from_dict(self.structure)
+
+    @classmethod
+    def from_structure(cls, structure: Structure, id: str, **kwargs) -> CandidateRecord:
+        return cls(
+            id=id,
+            structure=structure.as_dict(),
+            formula=structure.composition.reduced_formula,
+            **kwargs,
+        )
+
+
+def _structure_from_record(rec: dict, where: str) -> Structure:
+    if "structure" in rec and rec["structure"] is not None:
+        s = rec["structure"]
+        try:
+            return s if isinstance(s, Structure) else Structure.from_dict(s)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise InputError(f"{where}: field 'structure' is not a pymatgen Structure dict ({exc})") from exc
+    if "poscar" in rec and rec["poscar"]:
+        try:
+            return Structure.from_str(rec["poscar"], fmt="poscar")
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{where}: field 'poscar' cannot be parsed ({exc})") from exc
+    if "cif" in rec and rec["cif"]:
+        try:
+            return Structure.from_str(rec["cif"], fmt="cif")
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{where}: field 'cif' cannot be parsed ({exc})") from exc
+    raise InputError(f"{where}: record has none of the fields 'structure', 'poscar' or 'cif'")
+
+
+def record_from_dict(rec: dict, where: str = "record") -> CandidateRecord:
+    """Normalise one raw dict (``id|jid`` + ``structure|poscar|cif``) into a CandidateRecord."""
+    if not isinstance(rec, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    rid = rec.get("id", rec.get("jid"))
+    if rid is None or str(rid) == "":
+        raise InputError(f"{where}: record has no 'id' (or 'jid') field")
+    structure = _structure_from_record(rec, f"{where} (id {rid})")
+    extra = {k: v for k, v in rec.items() if k not in {"id", "jid", "structure", "poscar", "cif"}}
+    if "jid" in rec:
+        extra.setdefault("provenance", {}).setdefault("jid", rec["jid"])
+    extra.setdefault("formula", structure.composition.reduced_formula)
+    try:
+        return CandidateRecord(id=str(rid), structure=structure.as_dict(), **extra)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{where} (id {rid}): {exc}") from exc
+
+
+def _read_structure_file(path: Path) -> Structure:
+    try:
+        return Structure.from_file(path)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable structure file ({exc})") from exc
+
+
+def load_records(path: str | Path) -> list[CandidateRecord]:
+    """Load candidate records from any supported input (see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise InputError(f"{path}: folder holds no structure files")
+        return [
+            CandidateRecord.from_structure(_read_structure_file(f), id=f.stem, origin="user")
+            for f in files
+        ]
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: invalid JSON ({exc})") from exc
+        if isinstance(data, dict) and "records" in data:
+            data = data["records"]
+        elif isinstance(data, dict) and "@class" in data:  # a bare Structure dict
+            return [CandidateRecord.from_structure(Structure.from_dict(data), id=path.stem)]
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON list of records or {{'records': [...]}}")
+        records = [record_from_dict(r, f"{path}[{i}]") for i, r in enumerate(data)]
+        ids = [r.id for r in records]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise InputError(f"{path}: duplicate record ids {dup[:5]}")
+        return records
+    if suffix == ".csv":
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        out = []
+        for i, row in enumerate(rows):
+            row = {k.strip().lower(): v for k, v in row.items() if k}
+            row.setdefault("id", row.get("jid") or f"{path.stem}-{i}")
+            out.append(record_from_dict(row, f"{path} row {i + 2}"))
+        if not out:
+            raise InputError(f"{path}: CSV has no rows")
+        return out
+    return [CandidateRecord.from_structure(_read_structure_file(path), id=path.stem)]
+
+
+def save_records(records: list[CandidateRecord], path: str | Path) -> Path:
+    """Write records as a JSON list (atomically, so a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=1))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,110 @@
+"""The single settings object of sc-inverse.
+
+Values come, in increasing priority, from defaults, an optional YAML file (``SC_INVERSE_CONFIG``
+or ``~/.sc_inverse.yaml``), and environment variables prefixed ``SC_INVERSE_``
+(e.g. ``SC_INVERSE_PSEUDO_DIR=/path``). Command-line options override all of these.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("~/.sc_inverse.yaml").expanduser()
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads settings from the YAML file named by ``SC_INVERSE_CONFIG`` (if any)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic here
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("SC_INVERSE_CONFIG")
+        file = Path(path).expanduser() if path else DEFAULT_CONFIG_FILE
+        if not file.is_file():
+            if path:
+                from sc_inverse.errors import InputError
+
+                raise InputError(f"SC_INVERSE_CONFIG points to {file}, which does not exist")
+            return {}
+        data = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(data, dict):
+            from sc_inverse.errors import InputError
+
+            raise InputError(f"settings file {file} must hold a mapping, got {type(data).__name__}")
+        return {k.lower(): v for k, v in data.items()}
+
+
+class ScInverseSettings(BaseSettings):
+    """Everything configurable in one place (paths, executables, stores, devices)."""
+
+    model_config = SettingsConfigDict(env_prefix="SC_INVERSE_", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("sc_inverse_data"), description="Project data directory (embedded store, runs)."
+    )
+    store: Literal["embedded", "mongo"] = Field(
+        "embedded", description="'embedded' = on-disk MontyStore; 'mongo' = MongoDB + GridFS."
+    )
+    jobflow_config: Path | None = Field(
+        None, description="jobflow.yaml with a JOB_STORE section (mongo store); overrides below."
+    )
+    mongo_host: str = "localhost"
+    mongo_port: int = 27017
+    mongo_database: str = "sc_inverse"
+    mongo_username: str | None = None
+    mongo_password: str | None = Field(None, repr=False)
+    mongo_uri: str | None = Field(None, repr=False, description="Full URI; wins over host/port.")
+    launchpad_file: Path = Field(Path("my_launchpad.yaml"), description="FireWorks LaunchPad.")
+    fworker_file: Path = Field(Path("my_fworker.yaml"), description="FireWorks FWorker.")
+
+    # --- Quantum ESPRESSO ----------------------------------------------------------------
+    pw_cmd: str = "pw.x"
+    ph_cmd: str = "ph.x"
+    q2r_cmd: str = "q2r.x"
+    matdyn_cmd: str = "matdyn.x"
+    lambda_cmd: str = "lambda.x"
+    mpi_prefix: str = Field("", description="e.g. 'mpirun -np 4' or 'srun'; empty = serial.")
+    pseudo_dir: Path = Field(
+        Path("/usr/share/espresso/pseudo"), description="Directory of the pseudopotential library."
+    )
+    pseudo_pattern: str = Field(
+        "{el}_pbesol_v1*.uspp.F.UPF",
+        description="Per-element filename glob ({el} = symbol; matched case-insensitively).",
+    )
+    qe_preset: Literal["paper", "test"] = "paper"
+
+    # --- machine learning ----------------------------------------------------------------
+    device: str = Field("cpu", description="torch device for training/inference: cpu or cuda.")
+    generator_model: Path | None = Field(None, description="CDVAE checkpoint dir; None = shipped.")
+    tc_model: str | None = Field(
+        None, description="ALIGNN T_c model: local dir or registry name; None = shipped."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls,
+        init_settings,
+        env_settings,
+        dotenv_settings,
+        file_secret_settings,
+    ):
+        return (init_settings, env_settings, _YamlSource(settings_cls), file_secret_settings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ScInverseSettings:
+    """Process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return ScInverseSettings()
+
+
+SETTINGS_DOC = __doc__

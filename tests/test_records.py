@@ -1,0 +1,65 @@
+import json
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from sc_inverse.errors import InputError
+from sc_inverse.records import load_records, save_records
+
+
+@pytest.fixture
+def nacl():
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_json_records_with_structure_and_poscar(tmp_path, nacl):
+    data = [
+        {"id": "a", "structure": nacl.as_dict(), "note": 1},
+        {"jid": "JVASP-1", "poscar": nacl.to(fmt="poscar")},
+    ]
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(data))
+    recs = load_records(f)
+    assert [r.id for r in recs] == ["a", "JVASP-1"]
+    assert recs[0].note == 1
+    assert recs[1].get_structure().composition.reduced_formula == "NaCl"
+    out = save_records(recs, tmp_path / "o.json")
+    assert [r.id for r in load_records(out)] == ["a", "JVASP-1"]
+
+
+def test_cif_file_folder_and_csv(tmp_path, nacl):
+    nacl.to(filename=str(tmp_path / "x.cif"))
+    assert load_records(tmp_path / "x.cif")[0].formula == "NaCl"
+    assert len(load_records(tmp_path)) == 1
+    import csv
+
+    with (tmp_path / "t.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "cif"])
+        w.writerow(["m1", nacl.to(fmt="cif")])
+    assert load_records(tmp_path / "t.csv")[0].id == "m1"
+
+
+@pytest.mark.parametrize(
+    "payload, msg",
+    [
+        ([{"structure": {}}], "no 'id'"),
+        ([{"id": "x"}], "none of the fields"),
+        ([{"id": "x", "poscar": "garbage"}], "'poscar' cannot be parsed"),
+        ({"a": 1}, "expected a JSON list"),
+        ([{"id": "x", "poscar": "P\n1\n1 0 0\n0 1 0\n0 0 1\nAl\n1\ndirect\n0 0 0\n"}] * 2, "duplicate"),
+    ],
+)
+def test_bad_records_name_the_problem(tmp_path, payload, msg):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(payload))
+    with pytest.raises(InputError, match=msg):
+        load_records(f)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_records(tmp_path / "nope.json")
+    (tmp_path / "b.json").write_text("{")
+    with pytest.raises(InputError, match="invalid JSON"):
+        load_records(tmp_path / "b.json")
