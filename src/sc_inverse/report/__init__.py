@@ -1,0 +1,1 @@
+"""Paper-style figures and markdown summary of an inverse-design run."""

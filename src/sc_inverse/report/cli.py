@@ -1,0 +1,21 @@
+"""``sc-inverse report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder written by `sc-inverse run` (default: the latest under the data dir).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the PNG figures and summary.md.")
+def report(run_dir: Path | None, out_dir: Path) -> None:
+    """Paper-style figures (Fig. 1b, 2, 3), Table 1 and the funnel of a run."""
+    from sc_inverse.report.summary import build_report
+    from sc_inverse.runs import latest_run
+
+    summary = build_report(run_dir or latest_run(), out_dir)
+    click.echo(f"report: {summary}")

@@ -1,0 +1,83 @@
+"""Layout of one inverse-design run's folder, shared by the flow (writer) and the report (reader).
+
+A run folder is self-describing, so ``sc-inverse report`` works from it alone, also after the
+store moved or on another machine::
+
+    <run>/candidates.json   generated records (after symmetry recovery)
+    <run>/screened.json     every candidate with predictions, verdicts, passed, rank
+    <run>/dft.json          one row per DFT-validated (or skipped) candidate
+    <run>/funnel.json       stage counts and stage wall times
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sc_inverse.errors import InputError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def candidates(self) -> Path:
+        return self.root / "candidates.json"
+
+    @property
+    def screened(self) -> Path:
+        return self.root / "screened.json"
+
+    @property
+    def dft(self) -> Path:
+        return self.root / "dft.json"
+
+    @property
+    def funnel(self) -> Path:
+        return self.root / "funnel.json"
+
+    def read_json(self, path: Path, default: Any = None) -> Any:
+        if not path.exists():
+            if default is not None:
+                return default
+            raise InputError(f"run folder {self.root}: missing {path.name}")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: invalid JSON ({exc})") from exc
+
+    def write_json(self, path: Path, data: Any) -> Path:
+        """Atomic write: a crash never leaves a half-written file behind."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.replace(path)
+        return path
+
+
+def runs_root() -> Path:
+    from sc_inverse.settings import get_settings
+
+    return Path(get_settings().data_dir) / "runs"
+
+
+def new_run_dir(name: str | None = None) -> RunDir:
+    """A fresh run folder under ``<data_dir>/runs/`` named by UTC time (or ``name``)."""
+    from datetime import datetime, timezone
+
+    name = name or datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
+    root = runs_root() / name
+    root.mkdir(parents=True, exist_ok=True)
+    return RunDir(root)
+
+
+def latest_run() -> Path:
+    """The most recently modified run folder (for ``report`` without ``--run``)."""
+    root = runs_root()
+    runs = sorted((p for p in root.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime) if root.exists() else []
+    if not runs:
+        raise InputError(f"no run folders under {root}; pass --run DIR or run `sc-inverse run` first")
+    return runs[-1]
