@@ -1,0 +1,1 @@
+"""Quantum ESPRESSO DFT-PT electron-phonon T_c workflow (inputs, runs, parsing, Makers)."""
