@@ -1,0 +1,165 @@
+"""Custodian error handlers for pw.x and ph.x.
+
+Each handler looks at the output of the last attempt and edits the namelist input in place
+(via :func:`sc_inverse.qe.sets.update_namelist`); custodian then reruns the executable and
+records the correction, which the task document keeps (``corrections``).
+
+* :class:`PwScfConvergenceHandler` - "convergence NOT achieved": halve ``mixing_beta``
+  (down to 0.05) and double ``electron_maxstep`` (up to 800).
+* :class:`PwDiagonalizationHandler` - cdiaghg/rdiaghg/Cholesky/"S matrix not positive definite"
+  failures: switch ``diagonalization`` david → cg → ppcg.
+* :class:`PhRecoverHandler` - ph.x killed, truncated or stopped at ``max_seconds``: rerun with
+  ``recover=.true.`` (and no ``max_seconds``, so the restart can finish).
+* :class:`QeWalltimeHandler` - monitor: shortly before the job's wall time, write
+  ``outdir/prefix.EXIT`` so QE stops at a clean checkpoint (QE's own mechanism); the run then
+  ends and a rerun continues from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from custodian.custodian import ErrorHandler
+
+from sc_inverse.qe.parsers import JOB_DONE, qe_errors
+from sc_inverse.qe.sets import parse_fortran_value, read_namelist, update_namelist
+
+DIAG_ERRORS = (
+    "cdiaghg",
+    "rdiaghg",
+    "cdiagh",
+    "S matrix not positive definite",
+    "problems computing cholesky",
+    "too many bands are not converged",
+    "eigenvectors failed to converge",
+)
+DIAG_ORDER = ("david", "cg", "ppcg")
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+class _QeHandler(ErrorHandler):
+    """Common plumbing: the input/output pair in the run directory."""
+
+    def __init__(self, input_file: str = "pw.in", output_file: str = "pw.out"):
+        self.input_file = input_file
+        self.output_file = output_file
+
+    def _paths(self, directory: str) -> tuple[Path, Path]:
+        return Path(directory) / self.input_file, Path(directory) / self.output_file
+
+    def _update(self, directory: str, namelist: str, updates: dict) -> dict:
+        inp, _ = self._paths(directory)
+        inp.write_text(update_namelist(inp.read_text(), namelist, updates))
+        return {"file": self.input_file, "action": {"_set": {f"{namelist}.{k}": v for k, v in updates.items()}}}
+
+
+class PwScfConvergenceHandler(_QeHandler):
+    """SCF not converged: gentler mixing, more iterations."""
+
+    is_monitor = False
+    max_num_corrections = 4
+
+    def __init__(self, input_file="pw.in", output_file="pw.out", min_beta=0.05, max_steps=800):
+        super().__init__(input_file, output_file)
+        self.min_beta = min_beta
+        self.max_steps = max_steps
+
+    def check(self, directory="./") -> bool:
+        return "convergence NOT achieved" in _text(self._paths(directory)[1])
+
+    def correct(self, directory="./") -> dict:
+        inp, _ = self._paths(directory)
+        electrons = read_namelist(inp.read_text(), "electrons")
+        beta = float(parse_fortran_value(electrons.get("mixing_beta", "0.7")))
+        steps = int(parse_fortran_value(electrons.get("electron_maxstep", "100")))
+        updates = {}
+        if beta > self.min_beta:
+            updates["mixing_beta"] = round(max(self.min_beta, beta / 2), 4)
+        if steps < self.max_steps:
+            updates["electron_maxstep"] = min(self.max_steps, steps * 2)
+        if not updates:
+            return {"errors": ["scf not converged"], "actions": None}
+        return {"errors": ["scf not converged"], "actions": [self._update(directory, "electrons", updates)]}
+
+
+class PwDiagonalizationHandler(_QeHandler):
+    """Davidson (or cg) diagonalisation failure: switch to the next, more robust algorithm."""
+
+    is_monitor = False
+    max_num_corrections = 2
+
+    def check(self, directory="./") -> bool:
+        text = _text(self._paths(directory)[1])
+        errors = " ".join(qe_errors(text))
+        return any(key.lower() in errors.lower() for key in DIAG_ERRORS)
+
+    def correct(self, directory="./") -> dict:
+        inp, out = self._paths(directory)
+        errors = qe_errors(_text(out))
+        current = str(parse_fortran_value(read_namelist(inp.read_text(), "electrons").get("diagonalization", "'david'")))
+        nxt = DIAG_ORDER.index(current) + 1 if current in DIAG_ORDER else 1
+        if nxt >= len(DIAG_ORDER):
+            return {"errors": errors, "actions": None}
+        action = self._update(directory, "electrons", {"diagonalization": DIAG_ORDER[nxt]})
+        return {"errors": errors, "actions": [action]}
+
+
+class PhRecoverHandler(_QeHandler):
+    """ph.x did not reach JOB DONE without a QE error (killed, out of time): recover."""
+
+    is_monitor = False
+    max_num_corrections = 3
+
+    def __init__(self, input_file="ph.in", output_file="ph.out"):
+        super().__init__(input_file, output_file)
+
+    def check(self, directory="./") -> bool:
+        text = _text(self._paths(directory)[1])
+        return JOB_DONE not in text and not qe_errors(text)
+
+    def correct(self, directory="./") -> dict:
+        text = _text(self._paths(directory)[1])
+        why = (
+            "ph.x stopped at max_seconds"
+            if "Maximum CPU time exceeded" in text
+            else "ph.x killed or output truncated"
+        )
+        action = self._update(directory, "inputph", {"recover": True, "max_seconds": None})
+        return {"errors": [why], "actions": [action]}
+
+
+class QeWalltimeHandler(ErrorHandler):
+    """Monitor: write ``prefix.EXIT`` ``buffer_s`` before ``wall_time_s`` (since start)."""
+
+    is_monitor = True
+    is_terminating = False
+    raises_runtime_error = False
+
+    def __init__(self, wall_time_s: float, outdir: str, prefix: str, buffer_s: float = 300.0,
+                 start_time: float | None = None):
+        self.wall_time_s = float(wall_time_s)
+        self.buffer_s = float(buffer_s)
+        self.outdir = outdir
+        self.prefix = prefix
+        self.start_time = time.time() if start_time is None else start_time
+        self.exit_written = False
+
+    def _exit_file(self, directory: str) -> Path:
+        out = Path(self.outdir)
+        return (out if out.is_absolute() else Path(directory) / out) / f"{self.prefix}.EXIT"
+
+    def check(self, directory="./") -> bool:
+        if self.exit_written:
+            return False
+        return time.time() - self.start_time > self.wall_time_s - self.buffer_s
+
+    def correct(self, directory="./") -> dict:
+        exit_file = self._exit_file(directory)
+        exit_file.parent.mkdir(parents=True, exist_ok=True)
+        exit_file.write_text("stop requested by sc-inverse QeWalltimeHandler\n")
+        self.exit_written = True
+        return {"errors": [f"walltime: wrote {exit_file.name} for a clean QE stop"], "actions": None}
