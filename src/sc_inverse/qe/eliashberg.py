@@ -21,8 +21,10 @@ All T_c are 0 when the exponent's denominator is ≤ 0 (λ too small to overcome
 **Reported smearing** (:func:`select_smearing`): QE users read λ where it no longer depends on the
 electronic smearing: too small a σ samples the Fermi surface with too few k-points (noisy λ), too
 large a σ washes it out. The rule: going up from the smallest σ, report the first σ whose λ agrees
-with the next larger σ within ``rel_tol`` (5 %); if no pair agrees, report the σ with the smallest
-relative change to its neighbour. The whole table is always kept.
+with the next larger σ within ``rel_tol`` (5 %) *and* whose N(E_F) agrees with the next within
+``dos_tol`` (20 %; a fast-changing N(E_F) means the Fermi surface is still under-sampled, so an
+accidental λ agreement there is not a plateau); if no pair qualifies, report the σ with the smallest
+relative λ change to its neighbour. The whole table is always kept.
 """
 
 from __future__ import annotations
@@ -194,12 +196,19 @@ def eliashberg_table(
             }
         )
         a2fs.append(a2f)
-    selected, rule = select_smearing([r["lambda_"] for r in rows], list(sigmas_Ry), rel_tol)
+    selected, rule = select_smearing(
+        [r["lambda_"] for r in rows], list(sigmas_Ry), rel_tol,
+        list(dos_ef) if dos_ef is not None else None,
+    )
     return EliashbergResult(rows, grid, np.array(a2fs), selected, rule)
 
 
 def select_smearing(
-    lambdas: Sequence[float], sigmas: Sequence[float], rel_tol: float = 0.05
+    lambdas: Sequence[float],
+    sigmas: Sequence[float],
+    rel_tol: float = 0.05,
+    dos_ef: Sequence[float] | None = None,
+    dos_tol: float = 0.20,
 ) -> tuple[int, str]:
     """Index of the reported smearing (rule in the module docstring) and its description."""
     if len(lambdas) == 0:
@@ -209,14 +218,16 @@ def select_smearing(
         return int(order[0]), "only one smearing computed"
     changes = []
     for a, b in zip(order[:-1], order[1:], strict=True):
-        ref = max(abs(lambdas[a]), 1e-12)
-        rel = abs(lambdas[b] - lambdas[a]) / ref
+        rel = abs(lambdas[b] - lambdas[a]) / max(abs(lambdas[a]), 1e-12)
         changes.append((int(a), rel))
-        if rel <= rel_tol:
+        dos_ok = True
+        if dos_ef is not None and dos_ef[a] and dos_ef[b]:
+            dos_ok = abs(dos_ef[b] - dos_ef[a]) / abs(dos_ef[a]) <= dos_tol
+        if rel <= rel_tol and dos_ok:
             return int(a), (
-                f"smallest smearing whose lambda agrees with the next larger smearing "
-                f"within {rel_tol:.0%} ({sigmas[a]:g} Ry: {lambdas[a]:.4f} vs "
-                f"{sigmas[b]:g} Ry: {lambdas[b]:.4f})"
+                f"smallest smearing whose lambda agrees with the next larger smearing within "
+                f"{rel_tol:.0%} and whose N(E_F) within {dos_tol:.0%} ({sigmas[a]:g} Ry: "
+                f"{lambdas[a]:.4f} vs {sigmas[b]:g} Ry: {lambdas[b]:.4f})"
             )
     idx, rel = min(changes, key=lambda t: t[1])
     return idx, (
@@ -227,3 +238,26 @@ def select_smearing(
 
 def ry_to_cm1(values) -> np.ndarray:
     return np.asarray(values, float) * RY_TO_CM1
+
+
+THZ_PER_CM1 = 1.0 / 33.35640951981521
+
+
+def lambda_x_input(
+    q_cart: Sequence[Sequence[float]],
+    n_star: Sequence[int],
+    files: Sequence[str],
+    max_frequency_cm1: float,
+    mu_star: float = 0.1,
+    degauss_THz: float = 0.12,
+) -> str:
+    """Input of QE's ``lambda.x`` for the same per-q files (the independent cross-check).
+
+    ``emax`` is set 20 % above the highest mode; 0.12 THz is the width of QE's example.
+    """
+    emax = max(1.0, 1.2 * max_frequency_cm1 * THZ_PER_CM1)
+    lines = [f"{emax:.3f} {degauss_THz:g} 1", f"{len(files)}"]
+    lines += [f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {float(n):.2f}" for q, n in zip(q_cart, n_star, strict=True)]
+    lines += list(files)
+    lines.append(f"{mu_star:g}")
+    return "\n".join(lines) + "\n"

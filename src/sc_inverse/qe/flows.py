@@ -39,6 +39,7 @@ class ElectronPhononTcMaker(Maker):
     def make(self, structure: Structure) -> Flow:
         preset = get_preset(self.preset)
         structure = clean_structure(structure)
+        formula = structure.composition.reduced_formula
         find_pseudopotentials(structure, self.pseudo_dir, self.pseudo_pattern or preset.pseudo_pattern)
         common = {"preset": preset, "pseudo_dir": self.pseudo_dir,
                   "pseudo_pattern": self.pseudo_pattern, "max_seconds": self.max_seconds,
@@ -67,5 +68,4 @@ class ElectronPhononTcMaker(Maker):
             energy_eV=scf.output.energy_eV,
         )
         jobs.append(elph)
-        return Flow(jobs, output=elph.output, name=f"{self.name} {structure.composition.reduced_formula}"
-                    if isinstance(structure, Structure) else self.name)
+        return Flow(jobs, output=elph.output, name=f"{self.name} {formula}")

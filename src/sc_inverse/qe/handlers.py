@@ -8,8 +8,9 @@ records the correction, which the task document keeps (``corrections``).
   (down to 0.05) and double ``electron_maxstep`` (up to 800).
 * :class:`PwDiagonalizationHandler` - cdiaghg/rdiaghg/Cholesky/"S matrix not positive definite"
   failures: switch ``diagonalization`` david → cg → ppcg.
-* :class:`PhRecoverHandler` - ph.x killed, truncated or stopped at ``max_seconds``: rerun with
-  ``recover=.true.`` (and no ``max_seconds``, so the restart can finish).
+* :class:`PhRecoverHandler` - ph.x killed, truncated or stopped at ``max_seconds`` ("Maximum CPU
+  time exceeded", after which ph.x still prints JOB DONE): rerun with ``recover=.true.`` (and no
+  ``max_seconds``, so the restart can finish).
 * :class:`QeWalltimeHandler` - monitor: shortly before the job's wall time, write
   ``outdir/prefix.EXIT`` so QE stops at a clean checkpoint (QE's own mechanism); the run then
   ends and a rerun continues from the checkpoint.
@@ -119,6 +120,8 @@ class PhRecoverHandler(_QeHandler):
 
     def check(self, directory="./") -> bool:
         text = _text(self._paths(directory)[1])
+        if "Maximum CPU time exceeded" in text:  # ph.x still prints JOB DONE then
+            return True
         return JOB_DONE not in text and not qe_errors(text)
 
     def correct(self, directory="./") -> dict:

@@ -25,7 +25,7 @@ from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 
 from sc_inverse.errors import CalculationError, InputError
-from sc_inverse.qe.eliashberg import debye_temperature_K, eliashberg_table
+from sc_inverse.qe.eliashberg import debye_temperature_K, eliashberg_table, lambda_x_input
 from sc_inverse.qe.handlers import (
     PhRecoverHandler,
     PwDiagonalizationHandler,
@@ -44,13 +44,14 @@ from sc_inverse.qe.parsers import (
     parse_dyn0,
     parse_dyn_file,
     parse_elph_lambda_file,
+    parse_lambda_dat,
     parse_matdyn_lambda,
     parse_ph_output,
     parse_phonon_dos,
     parse_pw_output,
 )
 from sc_inverse.qe.pseudos import find_pseudopotentials
-from sc_inverse.qe.run import run_qe
+from sc_inverse.qe.run import qe_command, run_qe
 from sc_inverse.qe.schemas import (
     ELPH_DATA_FIELDS,
     A2FData,
@@ -323,6 +324,24 @@ def _qpoint_phonons(directory: Path, index: int, weight_total: int | None = None
     )
 
 
+def run_lambda_x(directory: Path, qpoints: list[QPointPhonons], mu_star: float) -> list[dict]:
+    """Run QE's lambda.x on the per-q files in ``directory`` (independent λ/ω_log check)."""
+    import subprocess
+
+    text = lambda_x_input(
+        [q.q_cart_2pi_alat for q in qpoints], [q.n_star for q in qpoints],
+        [f"elph_dir/elph.inp_lambda.{q.index}" for q in qpoints],
+        max(max(q.frequencies_cm1) for q in qpoints), mu_star,
+    )
+    (directory / "lambda.in").write_text(text)
+    with open(directory / "lambda.in") as fin, open(directory / "lambda.out", "w") as fout:
+        proc = subprocess.run(qe_command("lambda"), stdin=fin, stdout=fout,
+                              stderr=subprocess.STDOUT, cwd=directory, check=False)
+    if proc.returncode != 0:
+        raise CalculationError(f"lambda.x failed in {directory} (see lambda.out)")
+    return parse_lambda_dat(directory / "lambda.dat")
+
+
 def analyse_elph(
     directory: Path,
     preset: QePreset,
@@ -367,15 +386,19 @@ def analyse_elph(
         sigmas, dos_ef, mu_star=preset.mu_star, theta_D_K=theta_D,
     )
     md_rows = {round(r.sigma_Ry, 6): r for r in parse_matdyn_lambda(directory / "lambda")}
+    lx_rows = {round(r["sigma_Ry"], 6): r for r in run_lambda_x(directory, raw, preset.mu_star)}
     rows = []
     for r in table.rows:
         md = md_rows.get(round(r["sigma_Ry"], 6))
+        lx = lx_rows.get(round(r["sigma_Ry"], 6))
         rows.append(SmearingRow(
             sigma_Ry=r["sigma_Ry"], lambda_=r["lambda_"], omega_log_K=r["omega_log_K"],
             omega_2_K=r["omega_2_K"], tc_K=r["tc_K"],
             tc_allen_dynes_f1f2_K=r["tc_allen_dynes_f1f2_K"], tc_mcmillan_K=r["tc_mcmillan_K"],
             dos_ef_states_per_Ry=r["dos_ef_states_per_Ry"],
             lambda_qe=md.lambda_ if md else None, omega_log_qe_K=md.omega_log_K if md else None,
+            lambda_lambdax=lx["lambda"] if lx else None,
+            omega_log_lambdax_K=lx["omega_log_K"] if lx else None,
         ))
     sel = rows[table.selected]
     matdyn_a2f, md_freq = [], None
@@ -453,8 +476,9 @@ class QeElphMaker(Maker):
     fanout: bool = False
     max_seconds: float | None = None
     walltime_s: float | None = None
+    cleanup: bool = True  # delete the copied outdir (wavefunctions, dvscf) after success
 
-    @job(output_schema=ElphTaskDoc, data=list(ELPH_DATA_FIELDS))
+    @job(data=list(ELPH_DATA_FIELDS))  # no output_schema: with fanout the output is the merge's
     def make(self, scf_outdir: str, prefix: str = PREFIX, kpoints_grid=None, qpoints_grid=None,
              structure: Structure | None = None, energy_eV: float | None = None):
         preset = get_preset(self.preset)
@@ -470,12 +494,17 @@ class QeElphMaker(Maker):
             text, res = run_ph(preset, qgrid, directory, max_seconds=self.max_seconds,
                                walltime_s=self.walltime_s)
             version = parse_ph_output(res.output).version
-            return analyse_elph(directory, preset, kgrid, qgrid, structure, energy_eV, self.name,
-                                [res.timing], res.corrections, text, False, version)
+            doc = analyse_elph(directory, preset, kgrid, qgrid, structure, energy_eV, self.name,
+                               [res.timing], res.corrections, text, False, version)
+            if self.cleanup:
+                shutil.rmtree(directory / OUTDIR, ignore_errors=True)
+                doc.outdir = None
+            return doc
         # fan-out: list the q-points here, then replace this job by q jobs + merge
         text, res = run_ph(preset, qgrid, directory, only_init=True)
         _, irr = parse_dyn0(directory / f"{FILDYN}0")
-        shutil.rmtree(directory / OUTDIR / "_ph0", ignore_errors=True)
+        if self.cleanup:
+            shutil.rmtree(directory / OUTDIR, ignore_errors=True)
         qmaker = QeQPointMaker(preset=preset, max_seconds=self.max_seconds,
                                walltime_s=self.walltime_s)
         qjobs = []

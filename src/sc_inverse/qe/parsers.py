@@ -129,7 +129,8 @@ def _pw_initial_structure(text: str) -> Structure | None:
 
 def _pw_last_structure(text: str, initial: Structure | None) -> Structure | None:
     """Last CELL_PARAMETERS/ATOMIC_POSITIONS printed (the final one after a relax)."""
-    cells = list(re.finditer(r"CELL_PARAMETERS \((\w+)(?:=\s*(" + _NUM + r"))?\)\s*\n((?:\s*" + (_NUM + r"\s+") * 3 + r"\n){3})", text))
+    row = r"[ \t]*" + _NUM + r"[ \t]+" + _NUM + r"[ \t]+" + _NUM + r"[ \t]*\n"
+    cells = list(re.finditer(r"CELL_PARAMETERS \((\w+)(?:=\s*(" + _NUM + r"))?\)\s*\n((?:" + row + r"){3})", text))
     positions = list(re.finditer(r"ATOMIC_POSITIONS \((\w+)\)\s*\n((?:\s*[A-Z][a-z]?\w*\s+" + (r"\s*" + _NUM) * 3 + r".*\n)+)", text))
     if not positions:
         return None

@@ -67,6 +67,22 @@ class QeJob(Job):
         pass
 
 
+def run_problems(text: str) -> list[str]:
+    """Why an output does not count as a finished run ([] = fine).
+
+    pw.x and ph.x print JOB DONE even after "convergence NOT achieved" or "Maximum CPU time
+    exceeded", so both are checked explicitly.
+    """
+    problems = qe_errors(text)
+    if "convergence NOT achieved" in text:
+        problems.append("scf convergence NOT achieved")
+    if "Maximum CPU time exceeded" in text:
+        problems.append("stopped at max_seconds (Maximum CPU time exceeded)")
+    if JOB_DONE not in text:
+        problems.append("no 'JOB DONE' in output (truncated or killed)")
+    return problems
+
+
 @dataclass
 class QeRunResult:
     output: Path
@@ -129,8 +145,9 @@ def run_qe(
     corrections = _corrections(run_log, program)
     out = directory / output_file
     text = out.read_text(errors="replace") if out.is_file() else ""
-    if JOB_DONE not in text or failure:
-        errs = "; ".join(qe_errors(text)) or failure or "no 'JOB DONE' in output"
+    problems = run_problems(text)
+    if problems or failure:
+        errs = "; ".join(problems) or failure
         stderr = directory / f"{output_file}.stderr"
         tail = stderr.read_text(errors="replace")[-300:] if stderr.is_file() else ""
         raise CalculationError(

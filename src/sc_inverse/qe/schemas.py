@@ -135,8 +135,14 @@ class SmearingRow(BaseModel):
     dos_ef_states_per_Ry: float | None = Field(
         None, description="N(E_F) per spin per cell (states/Ry), as printed by ph.x."
     )
-    lambda_qe: float | None = Field(None, description="λ printed by QE for comparison.")
+    lambda_qe: float | None = Field(
+        None, description="λ of matdyn's Fourier-interpolated α²F ('lambda' file), for comparison."
+    )
     omega_log_qe_K: float | None = Field(None, description="ω_log printed by QE for comparison.")
+    lambda_lambdax: float | None = Field(
+        None, description="λ from QE's lambda.x on the same per-q files (cross-check)."
+    )
+    omega_log_lambdax_K: float | None = Field(None, description="ω_log from lambda.x (K).")
 
 
 class A2FData(BaseModel):

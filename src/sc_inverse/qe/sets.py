@@ -376,6 +376,7 @@ class PhInputGenerator(InputGenerator):
             "last_q": last_q,
             "recover": True if recover else None,
             "only_init": True if only_init else None,
+            "lqdir": True if only_init else None,
             "max_seconds": float(max_seconds) if max_seconds else None,
         }
         params.update(user_params or {})
