@@ -1,0 +1,1 @@
+"""Thermodynamic stability: formation energy and energy above the convex hull (QE energies)."""

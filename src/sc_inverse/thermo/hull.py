@@ -1,0 +1,170 @@
+"""Formation energies and energies above the convex hull from QE total energies.
+
+QE total energies are only comparable between runs with the same pseudopotential for each
+element and the same cutoffs/smearing, so every entry carries its ``pseudopotentials`` and a
+``settings_key`` (preset, ecutwfc, ecutrho, input_dft) in ``entry.data``; a reference is used
+for a candidate only when both agree (:func:`compatible`). References come from QE elemental
+(and compound) runs in the store and/or a user JSON file of ``ComputedEntry`` objects.
+
+The hull of a candidate is built from the references of its chemical system alone and the
+candidate is placed against it with ``allow_negative=True``: a negative E_above_hull means the
+candidate lies *below* the known hull (it would be a new stable phase).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pymatgen.analysis.phase_diagram import PhaseDiagram
+from pymatgen.core import Composition, Structure
+from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+from sc_inverse.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Tolerance (eV/atom) under which a candidate counts as on the hull.
+STABLE_TOL_EV = 1e-6
+
+
+class HullResult(BaseModel):
+    """E_form and E_above_hull of one entry against its references."""
+
+    entry_id: str
+    formula: str
+    chemsys: str
+    energy_per_atom_eV: float
+    e_form_eV_per_atom: float | None = None
+    e_above_hull_eV_per_atom: float | None = Field(
+        None, description="Negative: below the reference hull (new stable phase)."
+    )
+    stable: bool | None = None
+    decomposition: dict[str, float] = Field(
+        default_factory=dict, description="Reference formula -> fraction on the hull."
+    )
+    reference_ids: list[str] = Field(default_factory=list)
+    missing_elements: list[str] = Field(default_factory=list)
+    settings_key: str | None = None
+
+
+def settings_key(task_output: dict) -> str | None:
+    """What makes two QE total energies comparable (besides per-element pseudopotentials)."""
+    inp = task_output.get("input") or {}
+    system = (inp.get("parameters") or {}).get("system") or {}
+    preset = inp.get("preset")
+    if preset is None and not system:
+        return None
+    parts = [str(preset), str(system.get("ecutwfc")), str(system.get("ecutrho")),
+             str(system.get("input_dft", "")).lower()]
+    return "|".join(parts)
+
+
+def entry_from_task(task_output: dict, entry_id: str) -> ComputedStructureEntry:
+    """A ``ComputedStructureEntry`` from a QE task document (PwTaskDoc/ElphTaskDoc dict)."""
+    energy = task_output.get("energy_eV")
+    structure = task_output.get("structure")
+    if energy is None:
+        raise InputError(f"task {entry_id}: field 'energy_eV' is missing")
+    if structure is None:
+        raise InputError(f"task {entry_id}: field 'structure' is missing")
+    try:
+        structure = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"task {entry_id}: field 'structure' is not a Structure ({exc})") from exc
+    try:
+        energy = float(energy)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"task {entry_id}: field 'energy_eV' is not a number") from exc
+    inp = task_output.get("input") or {}
+    return ComputedStructureEntry(
+        structure, energy, entry_id=entry_id,
+        data={"pseudopotentials": dict(inp.get("pseudopotentials") or {}),
+              "settings_key": settings_key(task_output)},
+    )
+
+
+def load_entries(path: str | Path) -> list[ComputedEntry]:
+    """Reference entries from a JSON file (list of ``ComputedEntry.as_dict()``; monty format)."""
+    from monty.serialization import loadfn
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such entries file")
+    try:
+        data = loadfn(path)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON file of ComputedEntry objects ({exc})") from exc
+    if isinstance(data, dict) and "entries" in data:
+        data = data["entries"]
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a list of ComputedEntry objects")
+    entries = []
+    for i, e in enumerate(data):
+        if isinstance(e, dict):
+            try:
+                e = ComputedEntry.from_dict(e) if "structure" not in e else ComputedStructureEntry.from_dict(e)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError(f"{path}: entry {i} is not a ComputedEntry ({exc})") from exc
+        if not isinstance(e, ComputedEntry):
+            raise InputError(f"{path}: entry {i} is a {type(e).__name__}, not a ComputedEntry")
+        if e.entry_id is None:
+            e.entry_id = f"{path.name}:{i}"
+        entries.append(e)
+    return entries
+
+
+def compatible(reference: ComputedEntry, entry: ComputedEntry) -> bool:
+    """Same settings key (when both know it) and the same pseudopotential per shared element."""
+    rk, ek = reference.data.get("settings_key"), entry.data.get("settings_key")
+    if rk and ek and rk != ek:
+        return False
+    rp, ep = reference.data.get("pseudopotentials") or {}, entry.data.get("pseudopotentials") or {}
+    return all(rp[el] == ep[el] for el in rp.keys() & ep.keys())
+
+
+def chemsys(entry: ComputedEntry | Composition) -> str:
+    comp = entry.composition if isinstance(entry, ComputedEntry) else entry
+    return "-".join(sorted(el.symbol for el in comp.elements))
+
+
+def hull_analysis(entry: ComputedEntry, references: list[ComputedEntry]) -> HullResult:
+    """E_form/atom and E_above_hull/atom of ``entry`` against compatible ``references``."""
+    elements = {el.symbol for el in entry.composition.elements}
+    refs = [r for r in references
+            if {el.symbol for el in r.composition.elements} <= elements and compatible(r, entry)]
+    have = {r.composition.elements[0].symbol for r in refs if r.composition.is_element}
+    result: dict[str, Any] = {
+        "entry_id": str(entry.entry_id), "formula": entry.composition.reduced_formula,
+        "chemsys": chemsys(entry), "energy_per_atom_eV": entry.energy_per_atom,
+        "settings_key": entry.data.get("settings_key"),
+        "reference_ids": sorted(str(r.entry_id) for r in refs),
+    }
+    missing = sorted(elements - have)
+    if missing:
+        result["missing_elements"] = missing
+        return HullResult(**result)
+    pd = PhaseDiagram(refs)
+    decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True, check_stable=False)
+    result.update(
+        e_form_eV_per_atom=pd.get_form_energy_per_atom(entry),
+        e_above_hull_eV_per_atom=float(e_hull),
+        stable=bool(e_hull <= STABLE_TOL_EV),
+        decomposition={e.composition.reduced_formula: float(f) for e, f in decomp.items()},
+    )
+    return HullResult(**result)
+
+
+__all__ = [
+    "STABLE_TOL_EV",
+    "HullResult",
+    "chemsys",
+    "compatible",
+    "entry_from_task",
+    "hull_analysis",
+    "load_entries",
+    "settings_key",
+]

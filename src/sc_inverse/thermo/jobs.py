@@ -1,0 +1,243 @@
+"""The flow's convex-hull job and the QE elemental references it needs.
+
+* :class:`ConvexHullMaker` - one job: E_form and E_above_hull of a QE task document (or a
+  structure + energy) against reference entries passed in, read from a user entries file and/or
+  found in the job store (outputs tagged ``metadata.hull_role == "reference"``).
+* :class:`QeElementalReferenceMaker` - pw.x (optional relax +) scf of each element's ground-state
+  prototype with the *same* preset and pseudopotentials as the candidates, then one job that
+  turns them into ``ComputedStructureEntry`` references (the hull of a QE energy is only
+  meaningful against QE references computed alike).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from jobflow import Flow, Maker, job
+from pymatgen.core import Element, Lattice, Structure
+from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+from sc_inverse.errors import InputError
+from sc_inverse.thermo.hull import HullResult, entry_from_task, hull_analysis, load_entries
+
+logger = logging.getLogger(__name__)
+
+#: Metadata tag of reference jobs (the HullBuilder and ConvexHullMaker look for it).
+REFERENCE_ROLE = "reference"
+
+# Simple prototypes of the elemental ground states. Elements with complex ground states
+# (B, Ga, P, S, ...) get the nearest simple prototype and are flagged ``approximate``.
+_FCC = "Al Ni Cu Rh Pd Ag Ir Pt Au Pb Ca Sr Ce Th Yb Ac Ar Ne Kr Xe"
+_BCC = "Li Na K Rb Cs Ba V Nb Ta Cr Mo W Fe Eu Mn"
+_HCP = ("Be Mg Sc Ti Co Zn Y Zr Tc Ru Cd Hf Re Os Tl La Pr Nd Pm Sm Gd Tb Dy Ho Er Tm Lu "
+        "He")
+_DIAMOND = "C Si Ge Sn"
+_DIMER = "H N O F Cl Br I"
+_APPROXIMATE = {"B": "diamond", "Ga": "fcc", "In": "fcc", "P": "diamond", "As": "diamond",
+                "Sb": "diamond", "Bi": "diamond", "S": "dimer", "Se": "dimer", "Te": "diamond",
+                "Hg": "fcc", "Mn": "bcc", "U": "bcc", "Pu": "bcc", "Np": "bcc", "Pa": "bcc"}
+PROTOTYPES: dict[str, str] = {
+    **{el: "fcc" for el in _FCC.split()},
+    **{el: "bcc" for el in _BCC.split()},
+    **{el: "hcp" for el in _HCP.split()},
+    **{el: "diamond" for el in _DIAMOND.split()},
+    **{el: "dimer" for el in _DIMER.split()},
+    **_APPROXIMATE,
+}
+APPROXIMATE_PROTOTYPES = set(_APPROXIMATE)
+
+
+def elemental_prototype(element: str) -> tuple[Structure, str]:
+    """A starting structure of ``element``'s ground state (to be relaxed) and its prototype.
+
+    Lattice constants follow from the empirical atomic radius r (touching spheres); the
+    vc-relax of the reference flow fixes them. Molecules (``dimer``) sit in a 10 Å box.
+    """
+    try:
+        el = Element(element)
+    except ValueError as exc:
+        raise InputError(f"{element!r} is not a chemical element") from exc
+    proto = PROTOTYPES.get(el.symbol)
+    if proto is None:
+        raise InputError(f"no ground-state prototype for {el.symbol}; pass its structure explicitly")
+    r = float(el.atomic_radius or el.atomic_radius_calculated or 1.5)
+    if proto in ("fcc", "bcc", "hcp") and el.metallic_radius:
+        r = float(el.metallic_radius)
+    if proto == "fcc":
+        s = Structure(Lattice.cubic(2 * np.sqrt(2) * r), [el] * 4,
+                      [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+        s = s.get_primitive_structure()
+    elif proto == "bcc":
+        s = Structure(Lattice.cubic(4 * r / np.sqrt(3)), [el] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]])
+        s = s.get_primitive_structure()
+    elif proto == "hcp":
+        a = 2 * r
+        s = Structure(Lattice.hexagonal(a, 1.633 * a), [el] * 2,
+                      [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    elif proto == "diamond":
+        s = Structure.from_spacegroup("Fd-3m", Lattice.cubic(8 * r / np.sqrt(3)), [el], [[0, 0, 0]])
+        s = s.get_primitive_structure()
+    else:  # dimer in a box
+        d = 2 * float(el.atomic_radius or 0.7) * 0.9
+        box = 10.0
+        s = Structure(Lattice.cubic(box), [el] * 2, [[0, 0, 0], [d / box, 0, 0]])
+    return s, proto
+
+
+def _references_from_store(elements: set[str]) -> list[ComputedEntry]:
+    """Reference outputs in the configured job store whose elements are within ``elements``."""
+    from sc_inverse.stores import get_job_store
+
+    store = get_job_store()
+    refs = []
+    with store:
+        for doc in store.query({"metadata.hull_role": REFERENCE_ROLE}, properties=["uuid", "output"]):
+            out = doc.get("output") or {}
+            if out.get("energy_eV") is None or not set(out.get("elements") or []) <= elements:
+                continue
+            try:
+                refs.append(entry_from_task(out, f"task:{doc['uuid']}"))
+            except InputError as exc:
+                logger.warning("skipping reference %s: %s", doc.get("uuid"), exc)
+    return refs
+
+
+def _as_entries(items: list | None) -> list[ComputedEntry]:
+    out = []
+    for i, e in enumerate(items or []):
+        if isinstance(e, ComputedEntry):
+            out.append(e)
+        elif isinstance(e, dict) and "@class" in e:
+            out.append(ComputedStructureEntry.from_dict(e) if "structure" in e
+                       else ComputedEntry.from_dict(e))
+        elif isinstance(e, dict):  # a task document
+            out.append(entry_from_task(e, e.get("task_label") or f"reference:{i}"))
+        else:
+            raise InputError(f"reference {i} is a {type(e).__name__}, not an entry or task doc")
+    return out
+
+
+@dataclass
+class ConvexHullMaker(Maker):
+    """E_form and E_above_hull of one QE result against reference entries (the flow's
+    "convex-hull job").
+
+    ``make(task_doc=elph.output)`` (any QE task doc with ``structure`` and ``energy_eV``) or
+    ``make(structure=..., energy_eV=...)``; ``references`` (entries, entry dicts or reference
+    task docs, e.g. ``QeElementalReferenceMaker().make(...).output``) are combined with
+    ``entries_file`` and, if ``use_store_references``, the store's tagged references.
+    """
+
+    name: str = "convex hull"
+    entries_file: str | None = None
+    use_store_references: bool = True
+
+    @job(output_schema=HullResult)
+    def make(
+        self,
+        task_doc: dict | Any | None = None,
+        structure: Structure | None = None,
+        energy_eV: float | None = None,
+        references: list | None = None,
+        entry_id: str | None = None,
+    ) -> HullResult:
+        if task_doc is not None:
+            doc = task_doc.model_dump() if hasattr(task_doc, "model_dump") else dict(task_doc)
+        elif structure is not None and energy_eV is not None:
+            doc = {"structure": structure, "energy_eV": energy_eV}
+        else:
+            raise InputError("ConvexHullMaker needs task_doc or both structure and energy_eV")
+        entry = entry_from_task(doc, entry_id or doc.get("task_label") or "candidate")
+        refs = _as_entries(references)
+        if self.entries_file:
+            refs += load_entries(self.entries_file)
+        if self.use_store_references:
+            refs += _references_from_store({el.symbol for el in entry.composition.elements})
+        result = hull_analysis(entry, refs)
+        if result.missing_elements:
+            logger.warning("%s: no compatible reference for %s", result.formula,
+                           ", ".join(result.missing_elements))
+        return result
+
+
+@job
+def collect_reference_entries(task_docs: list[dict], prototypes: dict[str, str]) -> list[dict]:
+    """Turn the elemental scf task docs into ``ComputedStructureEntry`` dicts."""
+    entries = []
+    for doc in task_docs:
+        d = doc.model_dump() if hasattr(doc, "model_dump") else dict(doc)
+        el = (d.get("elements") or ["?"])[0]
+        e = entry_from_task(d, f"qe-ref:{el}")
+        e.data.update(prototype=prototypes.get(el), approximate=el in APPROXIMATE_PROTOTYPES)
+        entries.append(e.as_dict())
+    return entries
+
+
+@dataclass
+class QeElementalReferenceMaker(Maker):
+    """Elemental reference energies with the same QE preset/pseudopotentials as the candidates.
+
+    ``make(["Al", "Mg"])`` (or ``structures={"Al": Structure}`` to override prototypes) →
+    a Flow of [vc-relax →] scf per element + :func:`collect_reference_entries`, whose output is
+    the list of reference entries. Every QE job is tagged ``metadata.hull_role = "reference"``.
+    """
+
+    name: str = "qe elemental references"
+    preset: Any = "paper"
+    pseudo_dir: str | None = None
+    pseudo_pattern: str | None = None
+    relax: bool = True
+    molecule_kpoints: tuple[int, int, int] = (1, 1, 1)
+    structures: dict[str, Structure] = field(default_factory=dict)
+
+    def make(self, elements: list[str]) -> Flow:
+        from sc_inverse.qe.jobs import QeRelaxMaker, QeScfMaker
+        from sc_inverse.qe.pseudos import find_pseudopotentials
+        from sc_inverse.qe.sets import get_preset
+
+        # the la2F data of a dense scf are only needed by ph.x; the energy is the same
+        preset = get_preset(self.preset).with_updates(la2f_kpoints_grid=None)
+        common = {"preset": preset, "pseudo_dir": self.pseudo_dir,
+                  "pseudo_pattern": self.pseudo_pattern}
+        jobs, outputs, protos = [], [], {}
+        for el in sorted({Element(e).symbol for e in elements}):
+            if el in self.structures:
+                s, proto = self.structures[el], "user"
+            else:
+                s, proto = elemental_prototype(el)
+            protos[el] = proto
+            if el in APPROXIMATE_PROTOTYPES and proto != "user":
+                logger.warning("%s: ground state approximated by a %s prototype", el, proto)
+            find_pseudopotentials(s, self.pseudo_dir, self.pseudo_pattern or preset.pseudo_pattern)
+            kgrid = self.molecule_kpoints if proto == "dimer" else None
+            meta = {"hull_role": REFERENCE_ROLE, "element": el, "prototype": proto}
+            if self.relax:
+                calc = "relax" if proto == "dimer" else "vc-relax"
+                relax = QeRelaxMaker(name=f"qe ref {calc} {el}", calculation=calc, **common).make(
+                    s, kpoints_grid=kgrid)
+                relax.update_metadata({**meta, "hull_role": "reference-relax"})
+                jobs.append(relax)
+                s = relax.output.structure
+                kgrid = kgrid or relax.output.input.kpoints_grid
+            scf = QeScfMaker(name=f"qe ref scf {el}", **common).make(s, kpoints_grid=kgrid)
+            scf.update_metadata(meta)
+            jobs.append(scf)
+            outputs.append(scf.output)
+        collect = collect_reference_entries(outputs, protos)
+        collect.name = "collect reference entries"
+        jobs.append(collect)
+        return Flow(jobs, output=collect.output, name=self.name)
+
+
+__all__ = [
+    "APPROXIMATE_PROTOTYPES",
+    "PROTOTYPES",
+    "REFERENCE_ROLE",
+    "ConvexHullMaker",
+    "QeElementalReferenceMaker",
+    "collect_reference_entries",
+    "elemental_prototype",
+]
