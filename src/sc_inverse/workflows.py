@@ -189,6 +189,15 @@ def load_launchpad(path: str | Path | None = None) -> LaunchPad:
         raise StoreError(f"cannot load the FireWorks LaunchPad from {file}: {type(exc).__name__}") from exc
 
 
+def ensure_initialized(lp: LaunchPad) -> None:
+    """Initialise a never-used LaunchPad database (FireWorks' id counters + indexes), as
+    ``lpad reset`` would, but only when it holds no workflows - nothing is ever wiped."""
+    if lp.fw_id_assigner.count_documents({}) == 0 and lp.workflows.count_documents({}) == 0:
+        lp._restart_ids(1, 1)
+        lp.tuneup()
+        logger.info("initialised an empty LaunchPad database")
+
+
 def fworker_category(path: str | Path | None = None) -> str:
     """The QE category named in ``my_fworker.yaml`` (``qe`` when absent or a list)."""
     import yaml
@@ -216,6 +225,7 @@ def submit_flow(
     lp = launchpad if launchpad is not None and not isinstance(launchpad, (str, Path)) \
         else load_launchpad(launchpad)
     wf = flow_to_fireworks(flow, categories, qe_category or fworker_category(), name=name)
+    ensure_initialized(lp)
     ids = lp.add_wf(wf)
     logger.info("submitted workflow %r: %d fireworks", wf.name, len(wf.fws))
     return ids
@@ -338,6 +348,7 @@ __all__ = [
     "ApplyFWorkerEnv",
     "SettingsJobStore",
     "flow_to_fireworks",
+    "ensure_initialized",
     "fworker_category",
     "load_launchpad",
     "recover_lost_runs",

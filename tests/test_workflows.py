@@ -1,0 +1,251 @@
+"""FireWorks path: categories, store reference, and REAL rlaunch runs in FireWorks' embedded
+mode (mongomock persisted to a JSON file via MONGOMOCK_SERVERSTORE_FILE) writing to the
+embedded JobStore, including a rocket killed mid-flow and re-launched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jobflow import Flow, job
+
+from sc_inverse.settings import get_settings
+
+BIN = Path(sys.executable).parent
+TESTS = Path(__file__).parent
+AL = Path(__file__).parents[1] / "examples" / "al_fcc" / "Al.pwi"
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs run by the rlaunch subprocesses (importable as `test_workflows` via PYTHONPATH)
+# ---------------------------------------------------------------------------------------------
+@job
+def add_one(x: float) -> float:
+    return x + 1
+
+
+@job
+def kill_once(x: float, marker: str, flush_launchpad: bool) -> float:
+    """Dies by SIGKILL the first time (a node crash / walltime kill), works the second time.
+
+    ``flush_launchpad`` first writes the mongomock LaunchPad to its file, which is what a
+    real MongoDB would hold at that moment (the Firework RUNNING); without it the embedded
+    LaunchPad forgets the whole rocket session (mongomock-persistence saves at exit only).
+    """
+    m = Path(marker)
+    if not m.exists():
+        m.write_text("killed once")
+        if flush_launchpad:
+            import gc
+
+            from mongomock.store import ServerStore
+
+            for obj in gc.get_objects():
+                if isinstance(obj, ServerStore) and getattr(obj, "_filename", None):
+                    obj._to_file()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def fw_env(tmp_path, monkeypatch):
+    """Embedded FireWorks: LaunchPad file + mongomock state file + an fworker taking all jobs."""
+    state = tmp_path / "fw_state.json"
+    state.write_text("{}")
+    lp = tmp_path / "my_launchpad.yaml"
+    lp.write_text("host: localhost\nport: 27017\nname: fwtest\n")
+    fworker = tmp_path / "fworker_all.yaml"
+    fworker.write_text("name: all\ncategory: ''\nquery: '{}'\n")
+    monkeypatch.setenv("MONGOMOCK_SERVERSTORE_FILE", str(state))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    return {"state": state, "lp": lp, "fworker": fworker, "dir": tmp_path}
+
+
+def _sh(*args, env=None, check=True, timeout=600):
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _submit(fw_env, flow) -> None:
+    from monty.serialization import dumpfn
+
+    f = fw_env["dir"] / "flow.json"
+    dumpfn(flow, f)
+    _sh(BIN / "sc-inverse", "submit", "flow", f, "--launchpad", fw_env["lp"])
+
+
+def _rlaunch(fw_env, check=True, fworker=None):
+    return _sh(BIN / "rlaunch", "-l", fw_env["lp"], "-w", fworker or fw_env["fworker"],
+               "rapidfire", check=check)
+
+
+def _fw_states(fw_env) -> list[tuple[str, str]]:
+    """(name, state) of every Firework in fw_id order, read from the persisted LaunchPad."""
+    import bson.json_util
+
+    data = bson.json_util.loads(fw_env["state"].read_text())
+    docs = sorted((doc["fw_id"], doc["name"], doc["state"])
+                  for _, doc in data["fwtest"]["fireworks"]["documents"])
+    return [(n, st) for _, n, st in docs]
+
+
+def _states(fw_env) -> set[str]:
+    return {st for _, st in _fw_states(fw_env)}
+
+
+def _outputs() -> list[dict]:
+    from sc_inverse.stores import get_job_store
+
+    store = get_job_store()
+    with store:
+        return list(store.query({}))
+
+
+# ---------------------------------------------------------------------------------------------
+# unit: categories, store reference, credentials
+# ---------------------------------------------------------------------------------------------
+def test_qe_jobs_get_the_fworker_category():
+    from sc_inverse.qe.flows import ElectronPhononTcMaker
+    from sc_inverse.qe.jobs import QeScfMaker
+    from sc_inverse.workflows import flow_to_fireworks, set_categories
+
+    flow = ElectronPhononTcMaker(preset="test", relax=True).make(_al())
+    set_categories(flow)
+    assert {j.config.manager_config.get("_category") for j in flow.jobs} == {"qe"}
+    wf = flow_to_fireworks(flow, categories={"qe scf": "bigmem"}, qe_category="qe")
+    cats = {fw.name: fw.spec.get("_category") for fw in wf.fws}
+    assert cats["qe scf"] == "bigmem" and cats["qe vc-relax"] == "qe" and cats["qe elph"] == "qe"
+    # a non-QE job gets no category; class selectors work too
+    flow2 = Flow([add_one(1.0), QeScfMaker(preset="test").make(_al())])
+    set_categories(flow2, categories={QeScfMaker: "scf-nodes"}, qe_category=None)
+    assert [j.config.manager_config.get("_category") for j in flow2.jobs] == [None, "scf-nodes"]
+
+
+def test_fireworks_carry_a_store_reference_without_credentials(monkeypatch):
+    from sc_inverse.workflows import SettingsJobStore, flow_to_fireworks
+
+    monkeypatch.setenv("SC_INVERSE_STORE", "mongo")
+    monkeypatch.setenv("SC_INVERSE_MONGO_PASSWORD", "top-secret")
+    get_settings.cache_clear()
+    wf = flow_to_fireworks(Flow([add_one(1.0)]))
+    text = json.dumps(wf.to_dict(), default=str)
+    assert "top-secret" not in text
+    task = wf.fws[0].tasks[-1]
+    store = task["store"]
+    assert isinstance(store, SettingsJobStore) and store.as_dict()["data_dir"] is None
+    assert wf.fws[0].tasks[0].__class__.__name__ == "ApplyFWorkerEnv"
+
+
+def test_fworker_category_and_env(tmp_path, monkeypatch):
+    from sc_inverse.workflows import ApplyFWorkerEnv, fworker_category
+
+    f = tmp_path / "w.yaml"
+    f.write_text("name: x\ncategory: [gpu, __none__]\n")
+    assert fworker_category(f) == "gpu"
+    f.write_text("name: x\ncategory: ''\n")
+    assert fworker_category(f) == "qe"
+    assert fworker_category(Path(__file__).parents[1] / "my_fworker.yaml") == "qe"
+    monkeypatch.delenv("SC_INVERSE_PW_CMD", raising=False)
+    ApplyFWorkerEnv().run_task({"_fw_env": {"SC_INVERSE_PW_CMD": "mpirun pw.x", "OTHER": "x"}})
+    try:
+        assert get_settings().pw_cmd == "mpirun pw.x" and "OTHER" not in os.environ
+    finally:
+        os.environ.pop("SC_INVERSE_PW_CMD", None)
+        get_settings.cache_clear()
+
+
+def test_missing_launchpad_file_is_an_input_error(tmp_path):
+    from sc_inverse.errors import InputError
+    from sc_inverse.workflows import submit_flow
+
+    with pytest.raises(InputError, match="nope.yaml"):
+        submit_flow(Flow([add_one(1.0)]), tmp_path / "nope.yaml")
+
+
+def _al():
+    from sc_inverse.qe.cli import load_structure
+
+    return load_structure(AL)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# real rlaunch in FireWorks' embedded mode
+# ---------------------------------------------------------------------------------------------
+def test_rlaunch_embedded_writes_to_embedded_jobstore(fw_env):
+    a = add_one(1.0)
+    b = add_one(a.output)
+    _submit(fw_env, Flow([a, b], name="tiny"))
+    assert _states(fw_env) == {"READY", "WAITING"}
+    _rlaunch(fw_env)
+    assert _states(fw_env) == {"COMPLETED"}
+    docs = {d["uuid"]: d for d in _outputs()}
+    assert docs[a.uuid]["output"] == 2.0 and docs[b.uuid]["output"] == 3.0
+    assert len(docs) == 2
+
+
+@pytest.mark.parametrize("flush", [True, False], ids=["lost-run-recovered", "state-lost-rerun"])
+def test_killed_rocket_relaunch_completes_without_duplicates(fw_env, flush):
+    marker = fw_env["dir"] / "killed.marker"
+    a = add_one(1.0)
+    b = kill_once(a.output, str(marker), flush)
+    c = add_one(b.output)
+    _submit(fw_env, Flow([a, b, c], name="crashy"))
+    proc = _rlaunch(fw_env, check=False)
+    assert proc.returncode == -signal.SIGKILL and marker.exists()
+    first = {d["uuid"]: d for d in _outputs()}
+    assert set(first) == {a.uuid}  # a finished before the crash, b/c never stored
+    states = dict((n, st) for n, st in _fw_states(fw_env) if n == "kill_once")
+    if flush:  # what MongoDB would show: the crashed Firework is stuck RUNNING
+        assert states["kill_once"] == "RUNNING"
+        out = _sh(BIN / "sc-inverse", "submit", "recover", "--expiration-secs", "0",
+                  "--launchpad", fw_env["lp"]).stdout
+        assert "re-running 1 fireworks" in out
+    _rlaunch(fw_env)
+    assert _states(fw_env) == {"COMPLETED"}
+    docs = _outputs()
+    assert sorted(d["uuid"] for d in docs) == sorted([a.uuid, b.uuid, c.uuid])  # no duplicates
+    by = {d["uuid"]: d for d in docs}
+    assert by[c.uuid]["output"] == 5.0
+    if flush:  # the completed job was not run again
+        assert by[a.uuid]["completed_at"] == first[a.uuid]["completed_at"]
+
+
+@pytest.mark.slow
+@pytest.mark.qe
+def test_real_qe_epc_flow_through_fireworks_then_builders_and_query(fw_env):
+    """Acceptance: Al EPC (test preset) + Al reference via `submit` → rlaunch → build → query."""
+    from sc_inverse.thermo.jobs import QeElementalReferenceMaker
+
+    qe_worker = fw_env["dir"] / "qe_worker.yaml"
+    qe_worker.write_text("name: qe\ncategory: qe\nquery: '{}'\n")
+    _sh(BIN / "sc-inverse", "submit", "epc", AL, "--preset", "test", "--launchpad", fw_env["lp"])
+    _submit(fw_env, QeElementalReferenceMaker(preset="test", relax=False).make(["Al"]))
+    _rlaunch(fw_env, fworker=qe_worker)  # QE jobs only (category qe)
+    states = dict(_fw_states(fw_env))
+    assert states.pop("collect reference entries") == "READY"  # no category: not for this worker
+    assert set(states.values()) == {"COMPLETED"}
+    _rlaunch(fw_env)  # the CPU worker takes the rest
+    assert _states(fw_env) == {"COMPLETED"}
+    build = _sh(BIN / "sc-inverse", "build").stdout
+    assert "TcBuilder" in build and "HullBuilder" in build
+    rows = json.loads(_sh(BIN / "sc-inverse", "query", "--format", "json").stdout)
+    (al,) = [r for r in rows if r["material_id"] == "Al"]
+    assert 0.3 < al["lambda"] < 0.6 and al["tc_K"] > 0 and al["dynamically_stable"] is True
+    assert al["spacegroup"] == "Fm-3m"
+    assert al["e_above_hull_eV_per_atom"] is not None and abs(al["e_above_hull_eV_per_atom"]) < 0.05
+    assert "Al" in _sh(BIN / "sc-inverse", "query").stdout
+    again = _sh(BIN / "sc-inverse", "build").stdout
+    assert "0 processed" in again.splitlines()[0] and "0 processed" in again.splitlines()[1]
