@@ -138,6 +138,10 @@ class EmbeddedStore(MontyStore):
         for doc in docs:
             yield _project(doc, properties) if properties else doc
 
+    def ensure_index(self, key: str, unique: bool | None = False) -> bool:
+        """montydb has no indexes (every query is a scan); report that none was made."""
+        return False
+
     def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
         """Upsert ``docs`` by ``key`` (default ``self.key``) in one batch."""
         if not isinstance(docs, list):

@@ -86,9 +86,14 @@ class MaterialBuilder(Builder):
         """Hook run once on all usable docs before grouping (e.g. load references)."""
 
     # -- maggma Builder ---------------------------------------------------------------------
+    #: indexes on the source fields the builders filter/group by (MongoDB; no-op embedded)
+    source_indexes: tuple[str, ...] = ("output.calc_type", "metadata.candidate_id", "completed_at")
+
     def ensure_indexes(self) -> None:
         for field in self.target_indexes:
             self.target.ensure_index(field)
+        for field in self.source_indexes:
+            self.tasks.ensure_index(field)
 
     def _source_criteria(self) -> dict:
         return {}
