@@ -1,0 +1,1 @@
+"""ML screening of candidates: ALIGNN predictors, MLIP pre-relaxation, criteria, triage."""

@@ -1,0 +1,323 @@
+"""ALIGNN on alignn's pure-torch backend (no DGL): graph building, model loading, batched forward.
+
+Why a thin layer of our own: alignn's pretrained helpers predict one structure per call and the
+DGL-free path has no batched inference entry point; we reuse alignn's graph builder
+(:func:`alignn.graphs.Graph.atom_dgl_multigraph` with ``neighbor_strategy="pure_torch"``), its
+batching (:func:`alignn.torch_graph_builder.batch_torch_graph_pairs`) and its model class
+(:class:`alignn.models.alignn_atomwise_pure.ALIGNNAtomWisePure`), and only add the glue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from sc_inverse.errors import InputError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+#: model names whose weights load into the pure-torch ALIGNN class
+PURE_COMPATIBLE_MODELS = ("alignn_atomwise_pure", "alignn_atomwise")
+#: neighbour strategies we can build without DGL
+SUPPORTED_GRAPHS = ("pure_torch", "k-nearest", "radius_graph")
+
+
+class GraphBuildError(InputError):
+    """A structure cannot be turned into an ALIGNN graph (unknown element, no neighbours, ...)."""
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """How structures become graphs; must equal the settings the model was trained with."""
+
+    neighbor_strategy: str = "pure_torch"
+    cutoff: float = 8.0
+    max_neighbors: int | None = 12
+    three_body_cutoff: float | None = 3.5
+    cutoff_extra: float = 3.0
+    atom_features: str = "cgcnn"
+    use_canonize: bool = True
+
+    @classmethod
+    def from_training_config(cls, cfg: dict[str, Any]) -> GraphSpec:
+        """Read the graph fields of an alignn ``TrainingConfig`` dict (``config.json``)."""
+        d = cls()
+        return cls(
+            neighbor_strategy=cfg.get("neighbor_strategy", d.neighbor_strategy),
+            cutoff=float(cfg.get("cutoff", d.cutoff)),
+            max_neighbors=cfg.get("max_neighbors", d.max_neighbors),
+            three_body_cutoff=cfg.get("three_body_cutoff", d.three_body_cutoff),
+            cutoff_extra=float(cfg.get("cutoff_extra", d.cutoff_extra)),
+            atom_features=cfg.get("atom_features", d.atom_features),
+            use_canonize=bool(cfg.get("use_canonize", d.use_canonize)),
+        )
+
+
+def to_jarvis_atoms(structure: Structure):
+    """pymatgen Structure -> jarvis Atoms (the type alignn's builders take)."""
+    from jarvis.core.atoms import Atoms
+
+    return Atoms(
+        lattice_mat=structure.lattice.matrix,
+        coords=structure.frac_coords,
+        elements=[site.specie.symbol for site in structure],
+        cartesian=False,
+    )
+
+
+@lru_cache(maxsize=1)
+def cgcnn_elements() -> frozenset[int]:
+    """Atomic numbers that have CGCNN features (jarvis silently substitutes others: we reject)."""
+    from jarvis.core import specie
+
+    return frozenset(int(k) for k in json.loads(Path(specie.cgcnn_feature_json).read_text()))
+
+
+def _check_structure(structure: Structure, spec: GraphSpec | None = None) -> None:
+    if not structure.is_ordered:
+        raise GraphBuildError("disordered structure (partial occupancies) cannot be graphed")
+    if len(structure) == 0:
+        raise GraphBuildError("structure has no sites")
+    if not np.all(np.isfinite(structure.lattice.matrix)) or not np.all(
+        np.isfinite(structure.frac_coords)
+    ):
+        raise GraphBuildError("lattice or coordinates contain NaN/inf")
+    if structure.volume < 1e-3:
+        raise GraphBuildError(f"degenerate cell (volume {structure.volume:.3g} A^3)")
+    if spec is not None and spec.atom_features == "cgcnn":
+        missing = sorted({el.symbol for el in structure.composition if el.Z not in cgcnn_elements()})
+        if missing:
+            raise GraphBuildError(f"no cgcnn atom features for element(s) {missing}")
+
+
+def _graph_from_edges(atoms, u, v, r, spec: GraphSpec):
+    """TorchGraph pair from an edge list (k-nearest / radius_graph models trained with DGL)."""
+    import torch
+    from alignn.torch_graph_builder import TorchGraph, _line_graph_edges, torch_bond_cosines
+    from jarvis.core.specie import get_node_attributes
+
+    dtype = torch.get_default_dtype()
+    feats = np.array([get_node_attributes(s, atom_features=spec.atom_features) for s in atoms.elements])
+    src = torch.as_tensor(np.asarray(u), dtype=torch.long)
+    dst = torch.as_tensor(np.asarray(v), dtype=torch.long)
+    rr = torch.as_tensor(np.asarray(r), dtype=dtype)
+    n = atoms.num_atoms
+    g = TorchGraph(
+        num_nodes=n,
+        src=src,
+        dst=dst,
+        ndata={
+            "atom_features": torch.as_tensor(feats, dtype=dtype),
+            "frac_coords": torch.as_tensor(np.asarray(atoms.frac_coords), dtype=dtype),
+            "V": torch.full((n,), float(atoms.volume), dtype=dtype),
+        },
+        edata={"r": rr},
+    )
+    lg_src, lg_dst = _line_graph_edges(src, dst, n)
+    lg = TorchGraph(
+        num_nodes=g.num_edges,
+        src=lg_src,
+        dst=lg_dst,
+        ndata={"r": rr},
+        edata={"h": torch_bond_cosines(rr[lg_src], rr[lg_dst])},
+    )
+    return g, lg
+
+
+def structure_to_graph(structure: Structure, spec: GraphSpec):
+    """Build the ``(g, lg)`` TorchGraph pair for one structure or raise :class:`GraphBuildError`."""
+    _check_structure(structure, spec)
+    atoms = to_jarvis_atoms(structure)
+    try:
+        if spec.neighbor_strategy == "pure_torch":
+            from alignn.graphs import Graph
+
+            g, lg = Graph.atom_dgl_multigraph(
+                atoms,
+                neighbor_strategy="pure_torch",
+                cutoff=spec.cutoff,
+                max_neighbors=spec.max_neighbors,
+                atom_features=spec.atom_features,
+                compute_line_graph=True,
+                three_body_cutoff=spec.three_body_cutoff,
+            )
+        elif spec.neighbor_strategy == "k-nearest":
+            from alignn.graphs import build_undirected_edgedata, nearest_neighbor_edges
+
+            edges, _ = nearest_neighbor_edges(
+                atoms=atoms,
+                cutoff=spec.cutoff,
+                max_neighbors=spec.max_neighbors,
+                use_canonize=spec.use_canonize,
+            )
+            u, v, r, _ = build_undirected_edgedata(atoms, edges)
+            g, lg = _graph_from_edges(atoms, u, v, r, spec)
+        elif spec.neighbor_strategy == "radius_graph":
+            from alignn.graphs import radius_graph
+
+            u, v, r, _ = radius_graph(atoms, cutoff=spec.cutoff, cutoff_extra=spec.cutoff_extra)
+            g, lg = _graph_from_edges(atoms, u, v, r, spec)
+        else:  # checked at load time; kept as a guard
+            raise GraphBuildError(f"unsupported neighbor_strategy {spec.neighbor_strategy!r}")
+    except GraphBuildError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any builder failure is a per-structure rejection
+        raise GraphBuildError(f"graph builder failed: {type(exc).__name__}: {exc}") from exc
+    if g.num_edges == 0:
+        raise GraphBuildError(f"no neighbours within {spec.cutoff} A (isolated atoms)")
+    feats = g.ndata["atom_features"]
+    if not bool(feats.isfinite().all()):
+        bad = sorted({s for s, row in zip(atoms.elements, feats, strict=False) if not bool(row.isfinite().all())})
+        raise GraphBuildError(f"no {spec.atom_features} features for element(s) {bad}")
+    return g, lg
+
+
+@dataclass
+class LoadedAlignn:
+    """An ALIGNN network plus the training config it came with."""
+
+    model: Any
+    config: dict[str, Any]
+    graph: GraphSpec
+    source: str
+
+    @property
+    def target(self) -> str | None:
+        """Property name: ours (``sc_inverse.target``, e.g. ``tc_K``) or alignn's ``target``."""
+        return (self.config.get("sc_inverse") or {}).get("target") or self.config.get("target")
+
+
+def build_model(model_cfg: dict[str, Any]):
+    """Instantiate ``ALIGNNAtomWisePure`` from the ``model`` section of a config.json."""
+    from alignn.models.alignn_atomwise_pure import ALIGNNAtomWisePure, ALIGNNAtomWisePureConfig
+
+    name = model_cfg.get("name")
+    if name not in PURE_COMPATIBLE_MODELS:
+        raise ModelLoadError(
+            f"model type {name!r} needs DGL; only {PURE_COMPATIBLE_MODELS} load on the pure-torch backend"
+        )
+    fields = set(ALIGNNAtomWisePureConfig.model_fields)
+    kwargs = {k: v for k, v in model_cfg.items() if k in fields}
+    kwargs["name"] = "alignn_atomwise_pure"
+    return ALIGNNAtomWisePure(ALIGNNAtomWisePureConfig(**kwargs))
+
+
+def load_alignn_dir(path: str | Path, device: str = "cpu", source: str | None = None) -> LoadedAlignn:
+    """Load ``config.json`` + ``best_model.pt`` from a directory (ours or alignn's)."""
+    import torch
+
+    path = Path(path)
+    cfg_file, weights = path / "config.json", path / "best_model.pt"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise ModelLoadError(f"ALIGNN model dir {path}: missing {f.name}")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{cfg_file}: invalid JSON ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ModelLoadError(f"{cfg_file}: not an alignn training config (no 'model' section)")
+    spec = GraphSpec.from_training_config(config)
+    if spec.neighbor_strategy not in SUPPORTED_GRAPHS:
+        raise ModelLoadError(
+            f"{cfg_file}: neighbor_strategy {spec.neighbor_strategy!r} is not supported without DGL "
+            f"(supported: {SUPPORTED_GRAPHS})"
+        )
+    model = build_model(config["model"])
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{weights}: cannot load weights ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in missing if k != "_species_table"]
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{weights}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    model.to(device).eval()
+    return LoadedAlignn(model=model, config=config, graph=spec, source=source or str(path))
+
+
+def batched_forward(loaded: LoadedAlignn, pairs: Sequence[tuple], device: str = "cpu") -> np.ndarray:
+    """One forward pass over many graphs; returns shape (n,) or (n, k) float64."""
+    import torch
+    from alignn.torch_graph_builder import batch_torch_graph_pairs
+
+    g, lg = batch_torch_graph_pairs(list(pairs))
+    with torch.inference_mode():
+        out = loaded.model((g.to(device), lg.to(device), None))["out"]
+    arr = out.detach().to("cpu", torch.float64).numpy()
+    n = len(pairs)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.shape[0] != n:  # output_features>1 with B=1 squeezes oddly
+        arr = arr.reshape(n, -1)
+    return arr
+
+
+def predict_structures(
+    loaded: LoadedAlignn,
+    structures: Sequence[Structure],
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, list[str | None]]:
+    """Batched predictions with per-structure errors; failures are NaN, never an exception.
+
+    Graphs are built one by one (a rejected structure only loses itself), then ``batch_size``
+    graphs go through the network in one forward pass. If a whole batch fails, it is retried
+    one graph at a time so that the culprit alone is reported.
+    """
+    n = len(structures)
+    values = np.full(n, np.nan)
+    errors: list[str | None] = [None] * n
+    batch_size = max(1, int(batch_size))
+    it = range(0, n, batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"ALIGNN {loaded.target or ''}".strip(), unit="struct")
+    for start in it:
+        idx, pairs = [], []
+        for i in range(start, min(start + batch_size, n)):
+            try:
+                pairs.append(structure_to_graph(structures[i], loaded.graph))
+                idx.append(i)
+            except GraphBuildError as exc:
+                errors[i] = f"graph rejected: {exc}"
+        if pairs:
+            try:
+                out = batched_forward(loaded, pairs, device)
+                chunks = [(idx, out)]
+            except Exception as exc:  # noqa: BLE001 - isolate the failing structure below
+                log.warning("batch forward failed (%s); retrying one by one", exc)
+                chunks = []
+                for i, p in zip(idx, pairs, strict=False):
+                    try:
+                        chunks.append(([i], batched_forward(loaded, [p], device)))
+                    except Exception as exc1:  # noqa: BLE001
+                        errors[i] = f"model forward failed: {type(exc1).__name__}: {exc1}"
+            for ids, out in chunks:
+                flat = out if out.ndim == 1 else out[:, 0]
+                for i, v in zip(ids, flat, strict=False):
+                    if math.isfinite(float(v)):
+                        values[i] = float(v)
+                    else:
+                        errors[i] = "model returned a non-finite value (NaN/inf)"
+        if bar is not None:
+            bar.update(min(start + batch_size, n) - start)
+    if bar is not None:
+        bar.close()
+    return values, errors

@@ -1,0 +1,124 @@
+"""Click commands of the screening concern: ``train-predictor``, ``predict``, ``screen``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("train-predictor")
+@click.option("--data", type=click.Path(exists=True, dir_okay=True), default=None,
+              help="JSON/CSV of records with the target (and optional 'split'); default: packaged JARVIS-SC.")
+@click.option("--target", default="tc_K", show_default=True, help="Record field to learn.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Model directory to write.")
+@click.option("--epochs", type=int, default=150, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Default 32.")
+@click.option("--hidden", type=int, default=None, help="Hidden features (default 128).")
+@click.option("--layers", type=int, default=None, help="ALIGNN and GCN layers each (default 4).")
+def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers) -> None:
+    """Train an ALIGNN model (pure-torch backend) and write config.json, best_model.pt, MODEL_CARD.md."""
+    from sc_inverse.screening.train import train_alignn
+
+    overrides = {}
+    if hidden:
+        overrides["hidden_features"] = hidden
+    if layers:
+        overrides.update(alignn_layers=layers, gcn_layers=layers)
+    command = "sc-inverse " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("sc-inverse") else None
+    if command is None:
+        parts = ["sc-inverse train-predictor", f"--target {target}", f"--out {out_dir}", f"--epochs {epochs}"]
+        if data:
+            parts.append(f"--data {data}")
+        command = " ".join(parts)
+    click.echo(f"training ALIGNN on {data or 'packaged JARVIS-SC train split'} for {epochs} epochs "
+               f"(log: {Path(out_dir) / 'train.log'})")
+    res = train_alignn(out_dir, target=target, data=data, epochs=epochs, batch_size=batch_size,
+                       model_overrides=overrides or None, command=command)
+    click.echo(json.dumps({"out": str(res.out_dir), "val_mae": res.val_mae,
+                           "val_baseline_mae": res.val_baseline_mae, "n_train": res.n_train,
+                           "n_val": res.n_val, "seconds": round(res.seconds, 1)}, indent=1))
+
+
+def _write_table(records, path: Path) -> Path:
+    """CSV with one row per candidate: id, formula, every prediction, every verdict, passed, rank."""
+    import csv
+
+    pred_keys = sorted({k for r in records for k in r.predictions})
+    verdict_keys = list(dict.fromkeys(k for r in records for k in r.verdicts))
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "formula", *pred_keys, *(f"verdict:{k}" for k in verdict_keys), "passed", "rank",
+                    "selected", "flags", "errors"])
+        for r in records:
+            extra = r.model_extra or {}
+            w.writerow([r.id, r.formula, *(r.predictions.get(k) for k in pred_keys),
+                        *(r.verdicts.get(k) for k in verdict_keys), r.passed, r.rank, extra.get("selected"),
+                        ";".join(r.flags), json.dumps(extra.get("errors") or {})])
+    return path
+
+
+@click.command("predict")
+@click.argument("structures", type=click.Path(exists=True))
+@click.option("--model", "models", multiple=True,
+              help="Model dir or name (shipped or ALIGNN2 registry); repeatable. Default: shipped T_c model.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output JSON of records.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default=None, help="cpu / cuda (default: settings.device).")
+def predict(structures, models, out, batch_size, device) -> None:
+    """Predictions only (no relaxation, no criteria); records keep their id, T_c under tc_K in K."""
+    from sc_inverse.records import load_records, save_records
+    from sc_inverse.screening.predictors import load_predictor
+    from sc_inverse.screening.screen import predict_records
+
+    records = load_records(structures)
+    preds = [load_predictor(m or None, device=device) for m in (models or (None,))]
+    res = predict_records(records, preds, batch_size=batch_size, device=device, progress=True)
+    save_records(res, out)
+    n_fail = sum(1 for r in res if any(r.predictions.get(p.key) is None for p in preds))
+    click.echo(f"{len(res)} records -> {out} ({', '.join(p.key for p in preds)}; {n_fail} with errors)")
+
+
+@click.command("screen")
+@click.argument("candidates", type=click.Path(exists=True))
+@click.option("--criteria", "criteria_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON/YAML list of {predictor, key, comparison, threshold}; default: the paper's three.")
+@click.option("--top", "top_k", type=int, default=None, help="Mark the K best survivors as selected.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output JSON of records.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a CSV table (default: OUT with .csv).")
+@click.option("--no-relax", is_flag=True, help="Skip the MLIP relaxation stage (its criteria: not evaluated).")
+@click.option("--calculator", default="CHGNet", show_default=True, help="atomate2 MLFF name for relaxation.")
+@click.option("--keep-known", is_flag=True, help="Let training structures/compositions pass (flagged only).")
+@click.option("--strict", is_flag=True, help="A criterion that cannot be evaluated fails everyone.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default=None)
+def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator, keep_known, strict,
+           batch_size, device) -> None:
+    """Screen candidates: dedup, novelty, ALIGNN criteria, CHGNet relaxation of survivors, ranking."""
+    from sc_inverse.records import load_records, save_records
+    from sc_inverse.screening.criteria import load_criteria
+    from sc_inverse.screening.screen import screen_records
+
+    records = load_records(candidates)
+    criteria = load_criteria(criteria_file) if criteria_file else None
+    res, summary = screen_records(records, criteria=criteria, top_k=top_k, relax=not no_relax,
+                                  calculator=calculator, exclude_known=not keep_known, strict=strict,
+                                  batch_size=batch_size, device=device, progress=True)
+    out = Path(out)
+    save_records(res, out)
+    _write_table(res, Path(csv_out) if csv_out else out.with_suffix(".csv"))
+    summary_path = out.with_name(out.stem + ".summary.json")
+    summary_path.write_text(json.dumps(summary, indent=1))
+    click.echo(f"{summary['n_input']} candidates: {summary['n_duplicates']} duplicates, "
+               f"{summary['n_known_structure']} training structures, {summary['n_known_composition']} "
+               f"training compositions; {summary['n_alive_after_ml']} alive after ALIGNN criteria; "
+               f"{summary['relaxation']['n_relaxed']} relaxed; {summary['n_passed']} passed; "
+               f"{summary['n_selected']} selected -> {out}")
+    for c in summary["criteria"]:
+        state = "evaluated" if c["available"] else f"NOT EVALUATED ({c['reason_unavailable']})"
+        click.echo(f"  {c['criterion']}: pass {c['n_pass']}, fail {c['n_fail']}, "
+                   f"not evaluated {c['n_not_evaluated']} [{state}]")
+    click.echo(f"summary -> {summary_path}")

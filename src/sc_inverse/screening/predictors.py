@@ -1,0 +1,174 @@
+"""Property predictors behind one interface: ``predict(structures, batch_size, device) -> values``.
+
+* :class:`AlignnPredictor` — an ALIGNN model from a local directory (``config.json`` +
+  ``best_model.pt``), the model shipped in this package, or an ALIGNN2 registry name
+  (``alignn.pretrained.get_alignn2_model``; needs internet the first time, then cached).
+* :func:`load_predictor` resolves a name-or-directory to a predictor.
+
+Failures are per structure: values are NaN and ``predict_with_errors`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from pymatgen.core import Structure
+
+from sc_inverse.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+#: the T_c model trained on the packaged JARVIS-SC train split, shipped in ``screening/models``
+SHIPPED_TC_MODEL = "alignn_tc_jarvis_sc"
+
+#: registry-name prefix -> our prediction key (units in names)
+REGISTRY_KEYS = {
+    "tc_supercon_hydride": "tc_hydride_K",
+    "Tc_supercon_hydride": "tc_hydride_K",
+    "tc_supercon": "tc_K",
+    "Tc_supercon": "tc_K",
+    "formation_energy_peratom": "e_form_eV_per_atom",
+    "optb88vdw_bandgap": "gap_eV",
+    "mbj_bandgap": "gap_mbj_eV",
+    "ehull": "e_above_hull_eV_per_atom",
+}
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that maps structures to one number each."""
+
+    key: str  # prediction name in records, e.g. "tc_K"
+    source: str  # where the model came from (dir, registry name)
+
+    def predict(
+        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
+    ) -> np.ndarray: ...
+
+    def predict_with_errors(
+        self,
+        structures: Sequence[Structure],
+        batch_size: int = 64,
+        device: str | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, list[str | None]]: ...
+
+
+def shipped_models_dir() -> Path:
+    return Path(str(resources.files("sc_inverse.screening").joinpath("models")))
+
+
+def shipped_model_names() -> list[str]:
+    d = shipped_models_dir()
+    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+
+
+def registry_key(name: str) -> str | None:
+    for prefix, key in REGISTRY_KEYS.items():
+        if name.startswith(prefix):
+            return key
+    return None
+
+
+def fetch_registry_model(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Download (once) an ALIGNN2 registry model; a clear ModelLoadError names it on failure."""
+    from alignn.pretrained import ALIGNN2_MODELS, get_alignn2_model
+
+    if name not in ALIGNN2_MODELS:
+        close = sorted(k for k in ALIGNN2_MODELS if k.split("_")[0] == name.split("_")[0])[:8]
+        raise ModelLoadError(
+            f"ALIGNN model {name!r} is neither a local directory, a shipped model "
+            f"({', '.join(shipped_model_names()) or 'none'}) nor an ALIGNN2 registry name"
+            + (f"; similar registry names: {', '.join(close)}" if close else "")
+        )
+    if cache_dir is None:
+        from sc_inverse.settings import get_settings
+
+        cache_dir = Path(get_settings().data_dir) / "alignn2_models"
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    url = ALIGNN2_MODELS[name].get("url", "figshare")
+    try:
+        files = get_alignn2_model(name, download=True, cache_dir=str(cache_dir))
+    except Exception as exc:  # noqa: BLE001 - network/HTTP/zip errors all mean "not available"
+        raise ModelLoadError(
+            f"cannot download ALIGNN2 registry model {name!r} from {url} "
+            f"({type(exc).__name__}: {exc}). Without internet, copy its config.json + best_model.pt "
+            f"into a directory and pass that directory instead."
+        ) from exc
+    if "config.json" not in files or "best_model.pt" not in files:
+        raise ModelLoadError(f"ALIGNN2 registry model {name!r}: download from {url} lacks config.json/best_model.pt")
+    return Path(files["config.json"]).parent
+
+
+def resolve_model(name_or_dir: str | Path | None) -> tuple[Path, str]:
+    """``(directory, label)`` of a model: local dir, shipped name, or registry name (downloaded)."""
+    if name_or_dir is None:
+        from sc_inverse.settings import get_settings
+
+        name_or_dir = get_settings().tc_model or SHIPPED_TC_MODEL
+    p = Path(name_or_dir).expanduser()
+    if p.is_dir():
+        return p, str(p)
+    shipped = shipped_models_dir() / str(name_or_dir)
+    if (shipped / "config.json").is_file():
+        return shipped, f"shipped:{name_or_dir}"
+    if any(sep in str(name_or_dir) for sep in ("/", "\\")):
+        raise ModelLoadError(f"ALIGNN model directory {name_or_dir} does not exist")
+    return fetch_registry_model(str(name_or_dir)), f"alignn2:{name_or_dir}"
+
+
+class AlignnPredictor:
+    """Batched ALIGNN inference (pure-torch backend) for one scalar target."""
+
+    def __init__(self, model: str | Path | None = None, key: str | None = None, device: str | None = None):
+        from sc_inverse.screening.alignn_model import load_alignn_dir
+        from sc_inverse.settings import get_settings
+
+        self.device = device or get_settings().device
+        path, self.source = resolve_model(model)
+        self.loaded = load_alignn_dir(path, device=self.device, source=self.source)
+        name = Path(str(model)).name if model is not None else SHIPPED_TC_MODEL
+        target = self.loaded.target
+        self.key = (
+            key
+            or (registry_key(name) if self.source.startswith("alignn2:") else None)
+            or (registry_key(target) or target if target not in (None, "target") else None)
+            or registry_key(name)
+            or name
+        )
+
+    def __repr__(self) -> str:
+        return f"AlignnPredictor(key={self.key!r}, source={self.source!r})"
+
+    def predict_with_errors(
+        self,
+        structures: Sequence[Structure],
+        batch_size: int = 64,
+        device: str | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, list[str | None]]:
+        from sc_inverse.screening.alignn_model import predict_structures
+
+        dev = device or self.device
+        if dev != self.device:
+            self.loaded.model.to(dev)
+            self.device = dev
+        return predict_structures(self.loaded, list(structures), batch_size=batch_size, device=dev,
+                                  progress=progress)
+
+    def predict(
+        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
+    ) -> np.ndarray:
+        return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
+
+
+def load_predictor(name_or_dir: str | Path | None = None, key: str | None = None,
+                   device: str | None = None) -> AlignnPredictor:
+    """The predictor for a model name or directory (``None`` = the shipped T_c model)."""
+    return AlignnPredictor(name_or_dir, key=key, device=device)

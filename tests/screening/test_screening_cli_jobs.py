@@ -1,0 +1,106 @@
+"""CLI commands (predict, screen, train-predictor) and the jobflow Maker, with a real tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from click.testing import CliRunner
+from screening_testutils import TINY_MODEL, b2, cu3al, fcc, isolated_atom
+
+from sc_inverse.cli import cli
+
+
+def _write_inputs(path):
+    recs = [
+        {"id": "a", "structure": cu3al().as_dict()},
+        {"jid": "b", "poscar": b2().to(fmt="poscar")},
+        {"id": "c", "structure": isolated_atom().as_dict()},
+        {"id": "d", "structure": fcc("Cu").as_dict()},
+    ]
+    path.write_text(json.dumps(recs))
+    return path
+
+
+def test_predict_command(tiny_model_dir, tmp_path):
+    inp = _write_inputs(tmp_path / "in.json")
+    out = tmp_path / "preds.json"
+    res = CliRunner().invoke(cli, ["predict", str(inp), "--model", str(tiny_model_dir), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(out.read_text())
+    assert [r["id"] for r in recs] == ["a", "b", "c", "d"]
+    assert all(isinstance(r["predictions"]["tc_K"], float) for r in recs if r["id"] != "c")
+    assert recs[2]["predictions"]["tc_K"] is None and "graph rejected" in recs[2]["errors"]["tc_K"]
+    assert "1 with errors" in res.output
+
+
+def test_screen_command_with_criteria_file(tiny_model_dir, tmp_path):
+    inp = _write_inputs(tmp_path / "in.json")
+    crit = tmp_path / "crit.yaml"
+    crit.write_text(f"- {{predictor: '{tiny_model_dir}', key: tc_K, comparison: '>', threshold: -1000}}\n"
+                    "- {predictor: mlip, key: e_form_eV_per_atom, comparison: '<', threshold: 0}\n")
+    out = tmp_path / "screened.json"
+    res = CliRunner().invoke(cli, ["screen", str(inp), "--criteria", str(crit), "--no-relax", "--top", "1",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(out.read_text())
+    assert [r["id"] for r in recs] == ["a", "b", "c", "d"]
+    assert all(r["verdicts"]["e_form_eV_per_atom < 0"] == "not_evaluated" for r in recs)
+    assert "NOT EVALUATED" in res.output
+    summary = json.loads((tmp_path / "screened.summary.json").read_text())
+    assert summary["n_input"] == 4
+    rows = list(csv.DictReader((tmp_path / "screened.csv").open()))
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d"] and "verdict:tc_K > -1000" in rows[0]
+
+
+def test_bad_criteria_file_is_one_clear_error(tmp_path):
+    inp = _write_inputs(tmp_path / "in.json")
+    crit = tmp_path / "crit.json"
+    crit.write_text(json.dumps([{"key": "tc_K", "comparison": "~", "threshold": 1}]))
+    from sc_inverse.errors import InputError
+
+    res = CliRunner().invoke(cli, ["screen", str(inp), "--criteria", str(crit), "--out", str(tmp_path / "o.json")])
+    assert isinstance(res.exception, InputError) and "crit.json[0]" in str(res.exception)
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_screen_maker_runs_in_jobflow(tiny_model_dir):
+    from jobflow import run_locally
+
+    from sc_inverse.screening.jobs import ScreenCandidatesMaker
+
+    recs = [{"id": "a", "structure": cu3al().as_dict()}, {"id": "b", "structure": fcc("Cu").as_dict()},
+            {"id": "c", "structure": isolated_atom().as_dict()}]
+    maker = ScreenCandidatesMaker(
+        criteria=[{"predictor": str(tiny_model_dir), "key": "tc_K", "comparison": ">", "threshold": -1000}],
+        relax=False, top_k=1, exclude_known=False)
+    job = maker.make(recs)
+    responses = run_locally(job, ensure_success=True)
+    out = responses[job.uuid][1].output
+    assert [r["id"] for r in out.records] == ["a", "b", "c"]
+    assert sorted(out.passed_ids) == ["a", "b"] and len(out.selected_ids) == 1
+    assert out.summary["n_input"] == 3 and len(out.selected_structures) == 1
+
+
+def test_train_predictor_ignores_test_split(tmp_path):
+    """User data: records tagged split=test are never used; the model card reports val MAE."""
+    from sc_inverse.data import load_jarvis_sc
+
+    recs = []
+    for split, n in (("train", 12), ("val", 4), ("test", 3)):
+        for r in load_jarvis_sc("train")[:n] if split != "test" else load_jarvis_sc("test")[:n]:
+            recs.append({"id": f"{split}-{r['jid']}", "structure": r["structure"].as_dict(), "split": split,
+                         "tc_K": r["tc_K"] if r["tc_K"] is not None else 1.0})
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(recs))
+    from sc_inverse.screening.train import load_training_data, train_alignn
+
+    train, val = load_training_data("tc_K", data)
+    assert len(train) == 12 and len(val) == 4 and not any(s.id.startswith("test-") for s in train + val)
+    out = tmp_path / "model"
+    res = train_alignn(out, data=data, epochs=1, batch_size=4, model_overrides=TINY_MODEL, progress=False)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"val MAE = {res.val_mae:.3f}" in card and "Epochs: 1" in card
+    ids = json.loads((out / "ids_train_val.json").read_text())
+    assert not any(i.startswith("test-") for i in ids["id_train"] + ids["id_val"])
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best_model.pt"]
