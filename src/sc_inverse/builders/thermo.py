@@ -5,13 +5,12 @@ energies are skipped because the paper preset relaxes with a modified kinetic fu
 References are outputs tagged ``metadata.hull_role == "reference"`` (see
 :class:`~sc_inverse.thermo.jobs.QeElementalReferenceMaker`) plus an optional user file of
 ``ComputedEntry`` JSON. A material is rebuilt when its own tasks *or* the compatible references
-of its chemical system change (they enter its stamp). References get ``thermo`` documents too.
+of its chemical system change (their ids and energies enter its stamp, whichever source they
+come from), and only then. References get ``thermo`` documents too.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 from maggma.core import Store
@@ -59,8 +58,6 @@ class HullBuilder(MaterialBuilder):
                       if (d.get("metadata") or {}).get("hull_role") == REFERENCE_ROLE]
         if self.entries_file:
             self._refs += load_entries(self.entries_file)
-        self._file_hash = (hashlib.sha1(Path(self.entries_file).read_bytes()).hexdigest()
-                           if self.entries_file else None)
 
     def _entry(self, docs: list[dict]) -> tuple[dict, ComputedEntry]:
         # prefer the scf (its energy is the one elph carries), latest first
@@ -73,7 +70,7 @@ class HullBuilder(MaterialBuilder):
         els = {el.symbol for el in entry.composition.elements}
         refs = sorted(str(r.entry_id) + f"@{r.energy:.8f}" for r in self._refs
                       if {el.symbol for el in r.composition.elements} <= els and compatible(r, entry))
-        return [refs, self._file_hash if self.entries_file else None]
+        return refs
 
     def build(self, mid: str, docs: list[dict], extra: Any) -> dict:
         best, entry = self._entry(docs)
