@@ -189,7 +189,7 @@ class ElementalReferences:
 
             cache_file = Path(get_settings().data_dir) / "mlip_refs" / f"{relaxer.name.lower()}_elemental_refs.json"
         self.cache_file = Path(cache_file)
-        self.refs: dict[str, dict[str, Any]] = {}
+        self.refs: dict[str, Any] = {}
         if self.cache_file.is_file():
             try:
                 self.refs = json.loads(self.cache_file.read_text())
@@ -228,9 +228,40 @@ class ElementalReferences:
         """PDEntries of the reference states (for a phase diagram)."""
         from pymatgen.analysis.phase_diagram import PDEntry
 
-        els = sorted(set(elements)) if elements is not None else sorted(self.refs)
+        els = sorted(set(elements)) if elements is not None else sorted(k for k in self.refs if k != "_compounds")
         return [PDEntry(Composition(el), self.energy_per_atom(el), name=f"{el} ({self.refs[el]['prototype']})")
                 for el in els]
+
+    def compound_entries(self, elements: Iterable[str], max_atoms: int = 24) -> list:
+        """PDEntries of packaged JARVIS-SC compounds within ``elements``, relaxed once and cached.
+
+        These are the reference compounds available offline; they make E_above_hull more than
+        "E_form clipped at zero" for chemical systems the training set covers.
+        """
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        from sc_inverse.data import load_jarvis_sc
+
+        els = set(elements)
+        comp_cache = self.refs.setdefault("_compounds", {})
+        out, changed = [], False
+        for rec in load_jarvis_sc():
+            s = rec["structure"]
+            sel = {e.symbol for e in s.composition}
+            if len(sel) < 2 or not sel <= els or len(s) > max_atoms:
+                continue
+            if rec["jid"] not in comp_cache:
+                r = self.relaxer.relax(s)
+                comp_cache[rec["jid"]] = {"formula": s.composition.formula, "energy_per_atom_eV": r.energy_per_atom_eV,
+                                          "error": r.error}
+                changed = True
+            c = comp_cache[rec["jid"]]
+            if c.get("energy_per_atom_eV") is not None:
+                comp = Composition(c["formula"])
+                out.append(PDEntry(comp, c["energy_per_atom_eV"] * comp.num_atoms, name=rec["jid"]))
+        if changed:
+            self._save()
+        return out
 
     def formation_energy_per_atom(self, composition: Composition, energy_per_atom: float) -> float:
         comp = Composition(composition)
@@ -247,8 +278,9 @@ def e_above_hull(
 ) -> dict[str, float]:
     """E above the hull (eV/atom) of each ``id -> (composition, energy_per_atom)``.
 
-    The hull is built from the elemental references, the given entries themselves and any
-    extra ``reference_entries`` (pymatgen PDEntry/ComputedEntry on the same energy scale).
+    The hull is built from the elemental references, the packaged JARVIS-SC compounds of the
+    same chemical systems (same MLIP, cached), the given entries themselves and any extra
+    ``reference_entries`` (pymatgen PDEntry/ComputedEntry on the same energy scale).
     """
     from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 
@@ -256,7 +288,7 @@ def e_above_hull(
         return {}
     cand = {i: PDEntry(Composition(c), e * Composition(c).num_atoms, name=i) for i, (c, e) in entries.items()}
     els = {el.symbol for c, _ in entries.values() for el in Composition(c)}
-    refs_e = refs.entries(els)
+    refs_e = refs.entries(els) + refs.compound_entries(els)
     extra = [e for e in (reference_entries or []) if {x.symbol for x in e.composition} <= els]
     pd = PhaseDiagram(list(cand.values()) + refs_e + extra)
     return {i: float(pd.get_e_above_hull(e, allow_negative=True)) for i, e in cand.items()}
