@@ -9,8 +9,9 @@ records the correction, which the task document keeps (``corrections``).
 * :class:`PwDiagonalizationHandler` - cdiaghg/rdiaghg/Cholesky/"S matrix not positive definite"
   failures: switch ``diagonalization`` david → cg → ppcg.
 * :class:`PhRecoverHandler` - ph.x killed, truncated or stopped at ``max_seconds`` ("Maximum CPU
-  time exceeded", after which ph.x still prints JOB DONE): rerun with ``recover=.true.`` (and no
-  ``max_seconds``, so the restart can finish).
+  time exceeded", after which ph.x still prints JOB DONE): restart at the first unfinished
+  q-point (``start_q``, finished q-points kept, no ``max_seconds``); QE's ``recover=.true.`` is
+  available as ``strategy="recover"`` but corrupts the interrupted q-point in QE 6.7 EPC runs.
 * :class:`QeWalltimeHandler` - monitor: shortly before the job's wall time, write
   ``outdir/prefix.EXIT`` so QE stops at a clean checkpoint (QE's own mechanism); the run then
   ends and a rerun continues from the checkpoint.
@@ -110,29 +111,75 @@ class PwDiagonalizationHandler(_QeHandler):
 
 
 class PhRecoverHandler(_QeHandler):
-    """ph.x did not reach JOB DONE without a QE error (killed, out of time): recover."""
+    """ph.x did not finish (killed, out of time, failed restart): continue where it stopped.
+
+    ``strategy="restart_q"`` (default) reruns ph.x without ``recover`` from the first q-point
+    whose dyn + elph files are missing (``start_q``); finished q-points are independent and kept.
+    ``strategy="recover"`` uses QE's ``recover=.true.`` first - but with QE 6.7 we measured
+    that recovering an EPC run stopped inside a q-point corrupts that q-point (fcc Al: 153/1319
+    instead of 117/211 cm⁻¹), so it is not the default; a failed recover falls back to restart_q.
+    """
 
     is_monitor = False
-    max_num_corrections = 3
+    max_num_corrections = 4
 
-    def __init__(self, input_file="ph.in", output_file="ph.out"):
+    def __init__(self, input_file="ph.in", output_file="ph.out", strategy: str = "restart_q"):
         super().__init__(input_file, output_file)
+        if strategy not in ("restart_q", "recover"):
+            raise ValueError(f"unknown strategy {strategy!r}")
+        self.strategy = strategy
 
     def check(self, directory="./") -> bool:
-        text = _text(self._paths(directory)[1])
+        inp, out = self._paths(directory)
+        text = _text(out)
         if "Maximum CPU time exceeded" in text:  # ph.x still prints JOB DONE then
             return True
-        return JOB_DONE not in text and not qe_errors(text)
+        errors = qe_errors(text)
+        if JOB_DONE in text and not errors:
+            return False
+        if inp.is_file() and self._recovering(inp):
+            return True  # a failed recover (e.g. 'broyden: factorization'): restart instead
+        return not errors
+
+    @staticmethod
+    def _recovering(inp: Path) -> bool:
+        params = read_namelist(inp.read_text(), "inputph")
+        return parse_fortran_value(params.get("recover", ".false.")) is True
 
     def correct(self, directory="./") -> dict:
-        text = _text(self._paths(directory)[1])
+        inp, out = self._paths(directory)
+        text = _text(out)
         why = (
             "ph.x stopped at max_seconds"
             if "Maximum CPU time exceeded" in text
-            else "ph.x killed or output truncated"
+            else "ph.x killed, truncated or failed while recovering"
         )
-        action = self._update(directory, "inputph", {"recover": True, "max_seconds": None})
-        return {"errors": [why], "actions": [action]}
+        if self.strategy == "recover" and not self._recovering(inp):
+            action = self._update(directory, "inputph", {"recover": True, "max_seconds": None})
+            return {"errors": [why], "actions": [action]}
+        params = read_namelist(inp.read_text(), "inputph")
+        fildyn = str(parse_fortran_value(params.get("fildyn", "'matdyn'")))
+        start = int(parse_fortran_value(params.get("start_q", "1")))
+        done = completed_qpoints(Path(directory), fildyn)
+        next_q = start
+        while next_q in done:
+            next_q += 1
+        action = self._update(directory, "inputph",
+                              {"recover": None, "max_seconds": None, "start_q": next_q})
+        return {"errors": [f"{why}; restarting at q-point {next_q}"], "actions": [action]}
+
+
+def completed_qpoints(directory: Path, fildyn: str) -> set[int]:
+    """Indices of q-points with a complete dynamical matrix and EPC file."""
+    done = set()
+    for dyn in directory.glob(f"{fildyn}*"):
+        suffix = dyn.name[len(fildyn):]
+        if not suffix.isdigit() or suffix == "0":
+            continue
+        elph = directory / "elph_dir" / f"elph.inp_lambda.{suffix}"
+        if elph.is_file() and "Diagonalizing the dynamical matrix" in _text(dyn):
+            done.add(int(suffix))
+    return done
 
 
 class QeWalltimeHandler(ErrorHandler):

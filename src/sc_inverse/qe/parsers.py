@@ -238,7 +238,11 @@ def parse_ph_output(path: str | Path, require_done: bool = True) -> PhOutput:
         out.qpoints_grid = [int(grid.group(i)) for i in (1, 2, 3)]
         out.irreducible_q = [[_f(x) for x in line.split()[1:4]] for line in grid.group(5).strip().splitlines()]
     out.computed_q = [[_f(x) for x in m] for m in re.findall(r"Calculation of q =\s*(" + _NUM + r")\s+(" + _NUM + r")\s+(" + _NUM + r")", text)]
-    out.n_star = [int(x) for x in re.findall(r"Number of q in the star =\s+(\d+)", text)]
+    # ph.x prints the star size twice per q-point: keep the first of each "Calculation of q" part
+    for part in re.split(r"Calculation of q =", text)[1:]:
+        m = re.search(r"Number of q in the star =\s+(\d+)", part)
+        if m:
+            out.n_star.append(int(m.group(1)))
     for block in re.findall(r"Diagonalizing the dynamical matrix.*?\*{20,}\n(.*?)\*{20,}", text, re.S):
         out.frequencies_cm1.append([_f(x) for x in re.findall(r"freq \(\s*\d+\) =\s*" + _NUM + r" \[THz\] =\s*(" + _NUM + r") \[cm-1\]", block)])
     out.max_time_exceeded = "Maximum CPU time exceeded" in text

@@ -145,7 +145,7 @@ def format_namelist(name: str, params: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_BLOCK_RE = r"(?ims)^\s*&{name}\b(?P<body>.*?)^\s*/\s*$"
+_BLOCK_RE = r"(?ims)^[ \t]*&{name}\b(?P<body>.*?)^[ \t]*/[ \t]*$"
 
 
 def _split_assignments(body: str) -> list[tuple[str, str]]:
@@ -183,7 +183,8 @@ def update_namelist(text: str, name: str, updates: dict[str, Any]) -> str:
     body = "".join(f"  {k} = {v}\n" for k, v in items.items())
     start, end = match.span()
     head = text[start : match.start("body")].strip("\n")
-    return text[:start] + f"{head}\n{body}/" + text[end:].lstrip(" ")
+    rest = text[end:]
+    return text[:start] + f"{head}\n{body}/" + (rest if rest.startswith("\n") else "\n" + rest)
 
 
 def parse_fortran_value(raw: str) -> Any:
