@@ -133,3 +133,14 @@ def test_unreadable_structure_is_reported(emt):
                                   training_index=TrainingIndex())
     assert out[-1].passed is False and "structure" in out[-1].errors
     assert summary["n_unreadable"] == 1
+
+
+def test_rescreening_does_not_reuse_stale_values(emt):
+    first, _ = _screen(emt)
+    cual = next(r for r in first if r.id == "cual")
+    cual.predictions["e_form_eV_per_atom"] = -9.9  # as if an earlier screen had relaxed it
+    again, _ = screen_records(first, criteria=[TC, EFORM], predictors={"fake": FakeTcPredictor()},
+                              relaxer=emt[0], references=emt[1], training_index=TrainingIndex())
+    r = next(r for r in again if r.id == "cual")
+    assert "e_form_eV_per_atom" not in r.predictions
+    assert r.verdicts["e_form_eV_per_atom < 0.5"] == "not_evaluated" and r.passed is False

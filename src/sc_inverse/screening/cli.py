@@ -18,7 +18,9 @@ import click
 @click.option("--batch-size", type=int, default=None, help="Default 32.")
 @click.option("--hidden", type=int, default=None, help="Hidden features (default 128).")
 @click.option("--layers", type=int, default=None, help="ALIGNN and GCN layers each (default 4).")
-def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers) -> None:
+@click.option("--lr", type=float, default=None, help="Peak one-cycle learning rate (default 1e-3).")
+@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (default 1e-5).")
+def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, lr, weight_decay) -> None:
     """Train an ALIGNN model (pure-torch backend) and write config.json, best_model.pt, MODEL_CARD.md."""
     from sc_inverse.screening.train import train_alignn
 
@@ -27,6 +29,7 @@ def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers) -
         overrides["hidden_features"] = hidden
     if layers:
         overrides.update(alignn_layers=layers, gcn_layers=layers)
+    training = {k: v for k, v in (("learning_rate", lr), ("weight_decay", weight_decay)) if v is not None}
     command = "sc-inverse " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("sc-inverse") else None
     if command is None:
         parts = ["sc-inverse train-predictor", f"--target {target}", f"--out {out_dir}", f"--epochs {epochs}"]
@@ -36,7 +39,8 @@ def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers) -
     click.echo(f"training ALIGNN on {data or 'packaged JARVIS-SC train split'} for {epochs} epochs "
                f"(log: {Path(out_dir) / 'train.log'})")
     res = train_alignn(out_dir, target=target, data=data, epochs=epochs, batch_size=batch_size,
-                       model_overrides=overrides or None, command=command)
+                       model_overrides=overrides or None, training_overrides=training or None,
+                       command=command)
     click.echo(json.dumps({"out": str(res.out_dir), "val_mae": res.val_mae,
                            "val_baseline_mae": res.val_baseline_mae, "n_train": res.n_train,
                            "n_val": res.n_val, "seconds": round(res.seconds, 1)}, indent=1))

@@ -18,7 +18,13 @@ from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
 from sc_inverse.records import CandidateRecord
-from sc_inverse.screening.criteria import Criterion, default_criteria, order_by_cost, parse_criteria
+from sc_inverse.screening.criteria import (
+    MLIP_KEYS,
+    Criterion,
+    default_criteria,
+    order_by_cost,
+    parse_criteria,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +181,12 @@ def screen_records(
     loaded = _load_ml_predictors(crit, predictors or {}, device)
     unavailable: dict[str, str] = {}
     ml_crit = [c for c in crit if c.stage == "ml"]
+    # values from an earlier screen must not leak into this one's verdicts
+    produced = {p.key for p in loaded.values() if not isinstance(p, Exception)} | {c.key for c in crit if c.key}
+    produced |= set(MLIP_KEYS) | {f"{k}_relaxed" for k in produced}
+    for r in recs:
+        for k in produced:
+            r.predictions.pop(k, None)
     predicted: set[str] = set()
     for c in ml_crit:
         p = loaded[c.predictor or SHIPPED_TC_MODEL]
