@@ -127,3 +127,27 @@ def test_shipped_tc_model_predicts_kelvin():
     assert np.all(np.isfinite(pred)) and np.all(pred > -5) and np.all(pred < 100)
     # fitted on these: clearly better than predicting a constant
     assert np.mean(np.abs(pred - y)) < np.mean(np.abs(y - np.median(y)))
+
+
+@pytest.mark.parametrize("strategy", ["pure_torch", "k-nearest", "radius_graph"])
+def test_graph_strategies_of_alignn_configs_build_without_dgl(strategy):
+    """Registry / alignn model dirs may use k-nearest or radius graphs: all build as TorchGraphs."""
+    from sc_inverse.screening.alignn_model import LoadedAlignn, build_model, predict_structures
+    from sc_inverse.screening.train import DEFAULT_MODEL
+
+    spec = GraphSpec(neighbor_strategy=strategy, cutoff=5.0)
+    g, lg = structure_to_graph(b2(), spec)
+    assert g.num_edges > 0 and lg.num_edges > 0 and g.edata["r"].shape == (g.num_edges, 3)
+    model = build_model({**DEFAULT_MODEL, "hidden_features": 8, "alignn_layers": 1, "gcn_layers": 1}).eval()
+    vals, errs = predict_structures(LoadedAlignn(model, {}, spec, "test"), [b2(), fcc()], batch_size=2)
+    assert np.isfinite(vals).all() and errs == [None, None]
+
+
+def test_unsupported_model_type_is_model_load_error(tiny_model_dir, tmp_path):
+    bad = tmp_path / "dgl_only"
+    shutil.copytree(tiny_model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model"]["name"] = "alignn"
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="needs DGL"):
+        load_predictor(bad)

@@ -162,10 +162,19 @@ def structure_to_graph(structure: Structure, spec: GraphSpec):
             u, v, r, _ = build_undirected_edgedata(atoms, edges)
             g, lg = _graph_from_edges(atoms, u, v, r, spec)
         elif spec.neighbor_strategy == "radius_graph":
-            from alignn.graphs import radius_graph
+            # alignn's radius_graph needs DGL; the same graph (every pair within the cutoff,
+            # every edge pair a triplet) comes from the pure-torch builder without caps
+            from alignn.graphs import Graph
 
-            u, v, r, _ = radius_graph(atoms, cutoff=spec.cutoff, cutoff_extra=spec.cutoff_extra)
-            g, lg = _graph_from_edges(atoms, u, v, r, spec)
+            g, lg = Graph.atom_dgl_multigraph(
+                atoms,
+                neighbor_strategy="pure_torch",
+                cutoff=spec.cutoff,
+                max_neighbors=None,
+                atom_features=spec.atom_features,
+                compute_line_graph=True,
+                three_body_cutoff=spec.cutoff,
+            )
         else:  # checked at load time; kept as a guard
             raise GraphBuildError(f"unsupported neighbor_strategy {spec.neighbor_strategy!r}")
     except GraphBuildError:
