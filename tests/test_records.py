@@ -63,3 +63,16 @@ def test_missing_and_invalid_files(tmp_path):
     (tmp_path / "b.json").write_text("{")
     with pytest.raises(InputError, match="invalid JSON"):
         load_records(tmp_path / "b.json")
+
+
+def test_pw_input_is_read_by_the_common_loader(tmp_path):
+    head = "&control\n calculation='scf'\n/\n&system\n ibrav={ibrav}, nat=1, ntyp=1, ecutwfc=15{cd}\n/\n&electrons\n/\n"
+    tail = "ATOMIC_SPECIES\n Al 26.98 Al.pz-vbc.UPF\nATOMIC_POSITIONS crystal\n Al 0.0 0.0 0.0\nK_POINTS automatic\n 8 8 8 0 0 0\n"
+    f = tmp_path / "al.pwi"
+    f.write_text(head.format(ibrav=0, cd="") + tail
+                 + "CELL_PARAMETERS angstrom\n 0 1.9844 1.9844\n 1.9844 0 1.9844\n 1.9844 1.9844 0\n")
+    (rec,) = load_records(f)
+    assert rec.formula == "Al" and abs(rec.get_structure().volume - 2 * 1.9844**3) < 0.01
+    f.write_text(head.format(ibrav=2, cd=", celldm(1)=7.5") + tail)
+    with pytest.raises(InputError, match="al.pwi: not a readable pw.x input"):
+        load_records(f)

@@ -5,7 +5,7 @@ Accepted inputs (see :func:`load_records`):
 * a JSON list of records (or ``{"records": [...]}``), each with ``id`` or ``jid`` and either
   ``structure`` (a pymatgen ``Structure.as_dict()``) or ``poscar`` (VASP POSCAR text);
   extra keys are kept;
-* a single structure file pymatgen can read (CIF, POSCAR, QE input, ...);
+* a single structure file: anything pymatgen reads (CIF, POSCAR, ...) or a pw.x input;
 * a folder of such files;
 * a CSV with a ``cif`` (or ``poscar``) column and an optional ``id``/``jid`` column.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +101,28 @@ def record_from_dict(rec: dict, where: str = "record") -> CandidateRecord:
         raise InputError(f"{where} (id {rid}): {exc}") from exc
 
 
+#: suffixes read as pw.x input files (besides any file with a ``&system`` namelist)
+PW_SUFFIXES = {".pwi", ".in", ".pwin"}
+
+
+def _read_pw_input(path: Path) -> Structure:
+    """A pw.x input (any CELL_PARAMETERS / ATOMIC_POSITIONS units, ibrav) via ASE's reader."""
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    try:
+        atoms = read(path, format="espresso-in")
+    except Exception as exc:  # noqa: BLE001 - ASE raises many types; re-raised with the file
+        raise InputError(f"{path}: not a readable pw.x input ({type(exc).__name__}: {exc})") from exc
+    if len(atoms) == 0:
+        raise InputError(f"{path}: pw.x input has no atoms")
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
 def _read_structure_file(path: Path) -> Structure:
+    text_head = path.read_text(errors="replace")[:20000] if path.stat().st_size < 5e7 else ""
+    if path.suffix.lower() in PW_SUFFIXES or re.search(r"(?im)^\s*&system", text_head):
+        return _read_pw_input(path)
     try:
         return Structure.from_file(path)
     except Exception as exc:  # noqa: BLE001

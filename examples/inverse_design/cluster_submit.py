@@ -1,0 +1,36 @@
+"""Submit the inverse-design flow to a FireWorks LaunchPad (MongoDB) for a cluster.
+
+1. Edit ``my_launchpad.yaml`` (MongoDB host/credentials), ``my_fworker.yaml`` (QE commands,
+   ``SC_INVERSE_MPI_PREFIX``, GBRV pseudopotential directory) and ``my_qadapter.yaml`` (SLURM).
+2. ``SC_INVERSE_STORE=mongo python examples/inverse_design/cluster_submit.py --n 3000 --top 62``
+3. On the cluster: ``qlaunch -r rapidfire`` with the QE worker (category ``qe``) and
+   ``rlaunch -w my_fworker_cpu.yaml rapidfire`` (or a GPU node) for generation/screening.
+
+The run folder must be on a filesystem the workers share (``SC_INVERSE_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sc_inverse.flows import make_inverse_design_flow
+from sc_inverse.runs import new_run_dir
+from sc_inverse.workflows import submit_flow
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--top", type=int, default=62, help="the paper validated 62 candidates")
+    ap.add_argument("--preset", default="paper", choices=["paper", "test"])
+    ap.add_argument("--launchpad", default=None)
+    args = ap.parse_args()
+    run = new_run_dir()
+    flow = make_inverse_design_flow(args.n, args.top, args.preset, seed=0, optimize_tc=True,
+                                    include=None, run_dir=run.root)
+    ids = submit_flow(flow, launchpad=args.launchpad)
+    print(f"submitted {len(ids)} fireworks; run folder {run.root}")
+
+
+if __name__ == "__main__":
+    main()
