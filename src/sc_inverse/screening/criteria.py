@@ -1,6 +1,7 @@
 """Screening criteria: a configurable list of (predictor, comparison, threshold).
 
-The default reproduces the paper's screen: T_c > 5 K (shipped ALIGNN model),
+The default reproduces the paper's screen: T_c > 5 K (shipped ALIGNN model, or
+``settings.tc_model``),
 E_gap < 0.05 eV (ALIGNN2 registry ``optb88vdw_bandgap_radius``; needs internet once) and
 E_form < 0 eV/atom, here from the CHGNet-relaxed structure against CHGNet elemental references
 (the paper used an ALIGNN formation-energy model on the unrelaxed cell; put
@@ -94,9 +95,11 @@ class Criterion(BaseModel):
 def default_criteria() -> list[Criterion]:
     """The paper's three criteria (see module docstring for the E_form source)."""
     from sc_inverse.screening.predictors import SHIPPED_TC_MODEL
+    from sc_inverse.settings import get_settings
 
+    tc_model = get_settings().tc_model or SHIPPED_TC_MODEL
     return [
-        Criterion(predictor=SHIPPED_TC_MODEL, key="tc_K", comparison=">", threshold=5.0),
+        Criterion(predictor=tc_model, key="tc_K", comparison=">", threshold=5.0),
         Criterion(predictor="optb88vdw_bandgap_radius", key="gap_eV", comparison="<", threshold=0.05),
         Criterion(predictor="mlip", key="e_form_eV_per_atom", comparison="<", threshold=0.0),
     ]

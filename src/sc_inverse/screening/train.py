@@ -333,7 +333,14 @@ Trained by sc-inverse (`sc_inverse.screening.train.train_alignn`, alignn `train_
 - **val MAE = {metrics['val_mae']:.3f}** (all {metrics['n_val']} val structures, best-on-val weights)
 - baseline (predict the train median) val MAE = {metrics['val_baseline_mae_train_median']:.3f}
 
-The test split was not used; its MAE is for the project to measure.
+The val split also chose the epoch, so its MAE is slightly optimistic. The test split was not
+used; its MAE is for the project to measure.
+
+## Use
+`sc_inverse.screening.predictors.load_predictor("<this dir>")` (or `sc-inverse predict --model
+<this dir>`); the shipped model is the default of `predict` and `screen`. Inputs are graphed with
+the settings above; structures with elements outside the cgcnn table (Z > 100) or without
+neighbours within the cutoff are rejected per structure.
 """
     path = out / "MODEL_CARD.md"
     path.write_text(text)
