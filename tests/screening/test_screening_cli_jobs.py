@@ -104,3 +104,20 @@ def test_train_predictor_ignores_test_split(tmp_path):
     ids = json.loads((out / "ids_train_val.json").read_text())
     assert not any(i.startswith("test-") for i in ids["id_train"] + ids["id_val"])
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best_model.pt"]
+
+
+def test_predict_with_registry_model_offline_fails_clearly(tmp_path, monkeypatch):
+    import socket
+
+    def refuse(*a, **k):
+        raise OSError("network disabled by test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    inp = _write_inputs(tmp_path / "in.json")
+    res = CliRunner().invoke(cli, ["predict", str(inp), "--model", "tc_supercon_radius", "--out",
+                                   str(tmp_path / "p.json")])
+    from sc_inverse.errors import ModelLoadError
+
+    assert isinstance(res.exception, ModelLoadError) and "tc_supercon_radius" in str(res.exception)
+    assert not (tmp_path / "p.json").exists()

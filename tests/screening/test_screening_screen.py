@@ -144,3 +144,14 @@ def test_rescreening_does_not_reuse_stale_values(emt):
     r = next(r for r in again if r.id == "cual")
     assert "e_form_eV_per_atom" not in r.predictions
     assert r.verdicts["e_form_eV_per_atom < 0.5"] == "not_evaluated" and r.passed is False
+
+
+def test_unavailable_mlip_calculator_is_not_evaluated_for_all(tmp_path):
+    relaxer = MlipRelaxer("NotAPotential")
+    refs = ElementalReferences(relaxer, cache_file=tmp_path / "r.json")
+    recs, summary = screen_records(_records(), criteria=[TC, EFORM], predictors={"fake": FakeTcPredictor()},
+                                   relaxer=relaxer, references=refs, training_index=TrainingIndex())
+    assert all(r.verdicts["e_form_eV_per_atom < 0.5"] == "not_evaluated" for r in recs)
+    (ne,) = summary["not_evaluated_criteria"]
+    assert "NotAPotential" in ne["reason"]
+    assert {r.id for r in recs if r.passed} == {"cu3al", "cu", "lonely"}  # not strict
