@@ -253,27 +253,37 @@ class QeScfMaker(Maker):
         directory = Path.cwd()
         pseudos = _pseudos(structure, preset, self.pseudo_dir, self.pseudo_pattern)
         kgrid, history = resolve_kgrid(structure, preset, pseudos, kpoints_grid, directory)
-        timings, corrections = [], []
-        dense = as_mesh(preset.la2f_kpoints_grid) if preset.la2f_kpoints_grid else None
-        if dense is not None and dense != tuple(kgrid):
-            _, res, _ = _run_pw(structure, preset, "scf", pseudos, dense, directory, "scf_la2f",
-                                la2f=True, max_seconds=self.max_seconds,
-                                walltime_s=self.walltime_s, user_params=self.user_params)
-            timings.append(res.timing)
-            corrections += res.corrections
-            single = False
-        else:
-            single = True
-        text, res, out = _run_pw(structure, preset, "scf", pseudos, kgrid, directory, "scf",
-                                 la2f=single, max_seconds=self.max_seconds,
-                                 walltime_s=self.walltime_s, user_params=self.user_params)
-        timings.append(res.timing)
-        corrections += res.corrections
+        text, out, timings, corrections, dense = run_scf(
+            structure, preset, pseudos, kgrid, directory, max_seconds=self.max_seconds,
+            walltime_s=self.walltime_s, user_params=self.user_params,
+        )
         doc = _pw_doc(out, text, preset, pseudos, kgrid, directory, self.name, "scf", timings,
-                      corrections, structure,
-                      la2f_kpoints_grid=list(dense) if dense is not None else list(kgrid))
+                      corrections, structure, la2f_kpoints_grid=list(dense))
         doc.kpoint_convergence = history
         return doc
+
+
+def run_scf(structure: Structure, preset: QePreset, pseudos: dict[str, Path], kgrid,
+            directory: Path, max_seconds=None, walltime_s=None, user_params=None):
+    """The scf(s) ph.x needs, in ``directory/out``: (la2F scf on the dense grid →) scf on k.
+
+    Returns (input text, parsed output, timings, corrections, la2F grid).
+    """
+    timings, corrections = [], []
+    dense = as_mesh(preset.la2f_kpoints_grid) if preset.la2f_kpoints_grid else tuple(kgrid)
+    single = dense == tuple(kgrid)
+    if not single:
+        _, res, _ = _run_pw(structure, preset, "scf", pseudos, dense, directory, "scf_la2f",
+                            la2f=True, max_seconds=max_seconds, walltime_s=walltime_s,
+                            user_params=user_params)
+        timings.append(res.timing)
+        corrections += res.corrections
+    text, res, out = _run_pw(structure, preset, "scf", pseudos, kgrid, directory, "scf",
+                             la2f=single, max_seconds=max_seconds, walltime_s=walltime_s,
+                             user_params=user_params)
+    timings.append(res.timing)
+    corrections += res.corrections
+    return text, out, timings, corrections, dense
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,6 +529,29 @@ class QeElphMaker(Maker):
         return Response(replace=Flow([*qjobs, merge], output=merge.output, name=f"{self.name} fan-out"))
 
 
+def run_qpoint(preset: QePreset, qpoints_grid, scf_outdir, prefix: str, q_index: int,
+               directory: Path, max_seconds=None, walltime_s=None):
+    """ph.x for irreducible q-point ``q_index`` alone, in ``directory`` (own outdir copy)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    copy_outdir(scf_outdir, prefix, directory)
+    text, res = run_ph(preset, as_mesh(qpoints_grid), directory, start_q=q_index, last_q=q_index,
+                       max_seconds=max_seconds, walltime_s=walltime_s)
+    shutil.rmtree(directory / OUTDIR, ignore_errors=True)  # wavefunctions/dvscf not needed
+    return text, res
+
+
+def gather_qpoints(qdirs: dict[int, Path], init_dir: Path, directory: Path) -> None:
+    """Copy ``dyn0`` and each q-point's ``dynN`` + ``elph_dir/*.N`` into ``directory``."""
+    shutil.copy2(Path(init_dir) / f"{FILDYN}0", directory / f"{FILDYN}0")
+    (directory / "elph_dir").mkdir(exist_ok=True)
+    for i, src in sorted(qdirs.items()):
+        src = Path(src)
+        shutil.copy2(src / f"{FILDYN}{i}", directory / f"{FILDYN}{i}")
+        for f in (src / "elph_dir").iterdir():
+            if f.name.endswith(f".{i}") and f.name.startswith(("elph.inp_lambda", "a2Fq2r")):
+                shutil.copy2(f, directory / "elph_dir" / f.name)
+
+
 @dataclass
 class QeQPointMaker(Maker):
     """ph.x for one irreducible q-point (fan-out member)."""
@@ -532,10 +565,8 @@ class QeQPointMaker(Maker):
     def make(self, scf_outdir: str, prefix: str, qpoints_grid, q_index: int, n_q: int) -> QPointTaskDoc:
         preset = get_preset(self.preset)
         directory = Path.cwd()
-        copy_outdir(scf_outdir, prefix, directory)
-        text, res = run_ph(preset, as_mesh(qpoints_grid), directory, start_q=q_index,
-                           last_q=q_index, max_seconds=self.max_seconds, walltime_s=self.walltime_s)
-        shutil.rmtree(directory / OUTDIR, ignore_errors=True)  # wavefunctions are not needed
+        text, res = run_qpoint(preset, qpoints_grid, scf_outdir, prefix, q_index, directory,
+                               self.max_seconds, self.walltime_s)
         ph = parse_ph_output(res.output)
         return QPointTaskDoc(
             task_label=f"{self.name} {q_index}",
@@ -565,17 +596,12 @@ class QeElphMergeMaker(Maker):
              init_timings: list | None = None) -> ElphTaskDoc:
         preset = get_preset(self.preset)
         directory = Path.cwd()
-        shutil.copy2(Path(init_dir) / f"{FILDYN}0", directory / f"{FILDYN}0")
-        (directory / "elph_dir").mkdir(exist_ok=True)
         timings = [RunTiming(**t) for t in init_timings or []]
         corrections: list[QeCorrection] = []
-        docs = [QPointTaskDoc.model_validate(d) if isinstance(d, dict) else d for d in q_docs]
-        for d in sorted(docs, key=lambda d: d.q_index):
-            src = Path(d.dir_name)
-            shutil.copy2(src / f"{FILDYN}{d.q_index}", directory / f"{FILDYN}{d.q_index}")
-            for f in (src / "elph_dir").iterdir():
-                if f.name.endswith(f".{d.q_index}") and f.name.startswith(("elph.inp_lambda", "a2Fq2r")):
-                    shutil.copy2(f, directory / "elph_dir" / f.name)
+        docs = sorted((QPointTaskDoc.model_validate(d) if isinstance(d, dict) else d
+                       for d in q_docs), key=lambda d: d.q_index)
+        gather_qpoints({d.q_index: Path(d.dir_name) for d in docs}, Path(init_dir), directory)
+        for d in docs:
             timings += d.timings
             corrections += d.corrections
         ph_text = (Path(docs[0].dir_name) / "ph.in").read_text()

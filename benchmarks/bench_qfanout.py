@@ -1,0 +1,131 @@
+"""Monolithic vs q-point fan-out ph.x on fcc Al (test preset), with N workers.
+
+Runs the scf once, then
+  1. monolithic ph.x, 1 process;
+  2. monolithic ph.x, ``mpirun -np N`` (the fair use of N cores without fan-out), if mpirun works;
+  3. fan-out: ph.x only_init, the irreducible q-points as independent ph.x runs on a pool of N
+     workers (1 process each; what a cluster does with one job per q), merge;
+and prints wall times and λ/ω_log at σ = 0.010 Ry for each. It calls the same functions the
+Makers use (``run_ph``, ``run_qpoint``, ``gather_qpoints``, ``analyse_elph``). Numbers, no asserts.
+
+    .venv/bin/python benchmarks/bench_qfanout.py [--workers 2] [--workdir /tmp/bench_qfanout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from sc_inverse.qe.cli import load_structure
+from sc_inverse.qe.jobs import (
+    PREFIX,
+    analyse_elph,
+    copy_outdir,
+    gather_qpoints,
+    run_ph,
+    run_qpoint,
+    run_scf,
+)
+from sc_inverse.qe.parsers import parse_dyn0
+from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.sets import TEST
+
+ROOT = Path(__file__).resolve().parents[1]
+KGRID, QGRID = (8, 8, 8), (4, 4, 4)
+
+
+def _qjob(args):
+    scf_out, index, directory = args
+    t0 = time.perf_counter()
+    run_qpoint(TEST, QGRID, scf_out, PREFIX, index, Path(directory))
+    return index, time.perf_counter() - t0
+
+
+def _analyse(directory: Path, structure, timings=()):
+    doc = analyse_elph(directory, TEST, KGRID, QGRID, structure, None, "bench", list(timings), [],
+                       (directory / "ph.in").read_text() if (directory / "ph.in").exists() else "",
+                       False)
+    row = next(r for r in doc.smearing_table if abs(r.sigma_Ry - 0.01) < 1e-9)
+    return row.lambda_, row.omega_log_K
+
+
+def _reset_settings(mpi_prefix: str = "") -> None:
+    from sc_inverse.settings import get_settings
+
+    os.environ["SC_INVERSE_MPI_PREFIX"] = mpi_prefix
+    get_settings.cache_clear()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_qfanout"))
+    ap.add_argument("--pseudo-dir", default="/usr/share/espresso/pseudo")
+    args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _reset_settings()
+    wd = args.workdir.resolve()
+    shutil.rmtree(wd, ignore_errors=True)
+    structure, _ = load_structure(ROOT / "examples" / "al_fcc" / "Al.pwi")
+    pseudos = find_pseudopotentials(structure, args.pseudo_dir, TEST.pseudo_pattern)
+
+    t0 = time.perf_counter()
+    run_scf(structure, TEST, pseudos, KGRID, wd / "scf")
+    scf_out = wd / "scf" / "out"
+    print(f"scf (16^3 la2F + 8^3): {time.perf_counter() - t0:.1f} s")
+    results = []
+
+    # 1. monolithic, one process
+    d = wd / "mono"
+    copy_outdir(scf_out, PREFIX, d)
+    t0 = time.perf_counter()
+    run_ph(TEST, QGRID, d)
+    t_ph = time.perf_counter() - t0
+    results.append(("monolithic ph.x, 1 process", t_ph, *_analyse(d, structure)))
+
+    # 2. monolithic, MPI over the workers
+    if shutil.which("mpirun"):
+        flags = "--allow-run-as-root " if os.geteuid() == 0 else ""
+        _reset_settings(f"mpirun {flags}-np {args.workers}")
+        d = wd / "mono_mpi"
+        copy_outdir(scf_out, PREFIX, d)
+        t0 = time.perf_counter()
+        run_ph(TEST, QGRID, d)
+        t_ph = time.perf_counter() - t0
+        _reset_settings()
+        results.append((f"monolithic ph.x, mpirun -np {args.workers}", t_ph, *_analyse(d, structure)))
+
+    # 3. fan-out over a pool of workers
+    for workers in sorted({1, args.workers}):
+        d = wd / f"fanout_{workers}"
+        init = d / "init"
+        copy_outdir(scf_out, PREFIX, init)
+        t0 = time.perf_counter()
+        run_ph(TEST, QGRID, init, only_init=True)
+        shutil.rmtree(init / "out", ignore_errors=True)
+        _, irr = parse_dyn0(init / "dyn0")
+        jobs = [(str(scf_out), i, str(d / f"q{i}")) for i in range(1, len(irr) + 1)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            per_q = dict(pool.map(_qjob, jobs))
+        merge = d / "merge"
+        merge.mkdir()
+        gather_qpoints({i: d / f"q{i}" for i in per_q}, init, merge)
+        t_ph = time.perf_counter() - t0
+        lam, wlog = _analyse(merge, structure)
+        results.append((f"fan-out, {len(irr)} q jobs on {workers} worker(s)", t_ph, lam, wlog))
+        slow = max(per_q.values())
+        print(f"  fan-out {workers} worker(s): per-q ph.x {min(per_q.values()):.1f}-{slow:.1f} s, "
+              f"sum {sum(per_q.values()):.1f} s")
+
+    print(f"\n{'mode':45s} {'ph wall [s]':>11s} {'lambda(0.010)':>14s} {'omega_log [K]':>14s}")
+    for name, wall, lam, wlog in results:
+        print(f"{name:45s} {wall:11.1f} {lam:14.4f} {wlog:14.1f}")
+    print(f"(cores: {os.cpu_count()}; other processes on the machine add noise)")
+
+
+if __name__ == "__main__":
+    main()
