@@ -163,3 +163,32 @@ def test_fanout_flow_matches_monolithic(al_structure, tmp_path, qe_data, monkeyp
 def test_makers_are_plain_dataclasses():
     assert QeScfMaker(preset="test").name == "qe scf"
     assert QeElphMaker(fanout=True).fanout
+
+
+@requires_qe
+@pytest.mark.qe
+@pytest.mark.slow
+def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch):
+    """The paper preset's path (k-length convergence to 1 mRy, prime bump, vc-relax with
+    qcutz/local-TF) on real pw.x; LDA Al.pz-vbc stands in for the GBRV library."""
+    from sc_inverse.qe.jobs import QeRelaxMaker
+    from sc_inverse.qe.kpoints import RY_TO_EV
+    from sc_inverse.qe.sets import PAPER
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    preset = PAPER.with_updates(pseudo_pattern="{el}.pz-vbc.UPF", ecutwfc=20.0, ecutrho=80.0,
+                                relax_system={"q2sigma": 1.0, "ecfixed": 19.5, "qcutz": 200.0})
+    job = QeRelaxMaker(preset=preset, pseudo_dir=str(QE_PSEUDO_DIR)).make(al_structure)
+    store = _store()
+    run_locally(job, store=store, create_folders=True, root_dir=tmp_path, log=False,
+                raise_immediately=True)
+    with store:
+        doc = store.get_output(job.uuid)
+    hist = doc["kpoint_convergence"]
+    assert len(hist) >= 2
+    assert abs(hist[-1]["energy_eV"] - hist[-2]["energy_eV"]) < 1e-3 * RY_TO_EV
+    grid = doc["input"]["kpoints_grid"]
+    assert all(n == 1 or any(n % d == 0 for d in range(2, n)) for n in grid)  # no prime dims
+    final = Structure.from_dict(doc["structure"])
+    assert final.volume != pytest.approx(al_structure.volume, rel=1e-4)
+    assert doc["input"]["parameters"]["electrons"]["mixing_mode"] == "'local-TF'"

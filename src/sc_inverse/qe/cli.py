@@ -43,15 +43,20 @@ def load_structure(path: str | Path) -> tuple[Structure, str]:
     return records[0].get_structure(), records[0].id
 
 
-def run_epc(structure: Structure, workdir: Path, **maker_kwargs) -> dict:
-    """Run :class:`ElectronPhononTcMaker` locally; return the ElphTaskDoc as a dict."""
+def run_epc(structure: Structure, workdir: Path, store=None, **maker_kwargs):
+    """Run :class:`ElectronPhononTcMaker` locally; return the flow's ElphTaskDoc.
+
+    ``store=None`` uses an in-memory JobStore (with the ``"data"`` additional store the elph
+    jobs route α²F to); the CLI passes the project's store (:func:`sc_inverse.stores.get_job_store`).
+    """
     from jobflow import JobStore, run_locally
     from maggma.stores import MemoryStore
 
     from sc_inverse.qe.flows import ElectronPhononTcMaker
 
     flow = ElectronPhononTcMaker(**maker_kwargs).make(structure)
-    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    if store is None:
+        store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     workdir.mkdir(parents=True, exist_ok=True)
     responses = run_locally(flow, store=store, create_folders=True, root_dir=workdir, log=False,
                             raise_immediately=True)
@@ -112,7 +117,10 @@ def summary(doc) -> dict:
               help="Where the QE job folders go (default: <data_dir>/epc/<id>).")
 @click.option("--fanout/--no-fanout", default=False, help="One job per irreducible q-point.")
 @click.option("--relax/--no-relax", default=None, help="Force/skip the vc-relax (default: preset).")
-def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, fanout, relax):
+@click.option("--store/--no-store", "use_store", default=True, show_default=True,
+              help="Save the task documents in the configured job store (settings.store).")
+def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, fanout, relax,
+        use_store):
     """Electron-phonon λ, ω_log and T_c of STRUCTURE (pw.x input, CIF, POSCAR or record JSON)."""
     from sc_inverse.qe.pseudos import find_pseudopotentials
     from sc_inverse.qe.sets import clean_structure, get_preset
@@ -126,8 +134,13 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     click.echo(f"{structure.composition.reduced_formula}: preset {preset_obj.name}, pseudopotentials "
                + ", ".join(f"{k}={v.name}" for k, v in pseudos.items()), err=True)
     workdir = workdir or Path(settings.data_dir) / "epc" / sid
+    store = None
+    if use_store:
+        from sc_inverse.stores import get_job_store
+
+        store = get_job_store(settings)
     doc = run_epc(
-        structure, Path(workdir).resolve(), preset=preset_obj,
+        structure, Path(workdir).resolve(), store=store, preset=preset_obj,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, pseudo_pattern=pseudo_pattern,
         fanout=fanout, relax=relax,
     )
