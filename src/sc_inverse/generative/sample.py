@@ -1,0 +1,231 @@
+"""Annealed Langevin sampling, batched over crystals, and conversion to CandidateRecords.
+
+For each σ level (10 → 0.01 Å, geometric) we take ``steps_per_level`` Langevin steps
+``x ← x + α s_θ(x, σ) + sqrt(2α) ξ`` with ``α = step_lr · (σ/σ_min)²``, set atom types to the
+decoder's argmax after each step, and end with one noise-free denoising step. CDVAE's own
+schedule is 100 steps per level (5 000 decoder calls); :data:`DEFAULT_STEPS_PER_LEVEL` is what
+``generate`` uses (see ``benchmarks/bench_sampling.py`` and the model card for the trade-off).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sc_inverse.errors import InputError
+from sc_inverse.generative.graph import batch_index, lattice_from_params, periodic_radius_graph
+from sc_inverse.generative.model import CDVAE
+
+log = logging.getLogger(__name__)
+
+CDVAE_STEPS_PER_LEVEL = 100
+DEFAULT_STEPS_PER_LEVEL = 2
+MIN_DISTANCE_A = 0.5
+
+
+def default_step_lr(steps_per_level: int) -> float:
+    """CDVAE uses 1e-4 at 100 steps/level; fewer steps need larger steps (capped for stability)."""
+    return min(1e-4 * (CDVAE_STEPS_PER_LEVEL / steps_per_level) ** 0.5, 4e-4)
+
+
+def allocate_types(comp: torch.Tensor, num_atoms: torch.Tensor, generator=None) -> torch.Tensor:
+    """Initial atom types: N·p rounded by largest remainder (after a Gumbel-perturbed draw of
+    the probabilities, so z with the same mode still vary). Drawing every atom independently
+    instead gives cells with as many elements as atoms, unlike the training data."""
+    gumbel = -torch.log(-torch.log(torch.rand(comp.shape, generator=generator, device=comp.device)
+                                   .clamp(1e-9, 1 - 1e-9)))
+    p = F.softmax(torch.log(comp.clamp_min(1e-12)) + 0.3 * gumbel, -1)
+    exact = p * num_atoms[:, None].float()
+    counts = exact.floor().long()
+    rest = num_atoms - counts.sum(-1)
+    order = torch.argsort(exact - counts, dim=-1, descending=True)
+    rank = torch.argsort(order, dim=-1)
+    counts = counts + (rank < rest[:, None]).long()
+    k = comp.shape[1]
+    types = torch.repeat_interleave(torch.arange(k, device=comp.device).repeat(len(num_atoms)), counts.flatten())
+    return types
+
+
+@torch.no_grad()
+def langevin_decode(
+    model: CDVAE,
+    z: torch.Tensor,
+    steps_per_level: int = DEFAULT_STEPS_PER_LEVEL,
+    step_lr: float | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> list[dict]:
+    """Decode latents ``z`` (M, latent) into crystals; returns one dict of tensors per crystal."""
+    if steps_per_level < 1:
+        raise InputError(f"steps_per_level must be >= 1, got {steps_per_level}")
+    step_lr = default_step_lr(steps_per_level) if step_lr is None else step_lr
+    model.eval()
+    dev = z.device
+    sigmas = model.sigmas
+    s_min = float(sigmas[-1])
+    out: list[dict] = []
+    chunks = list(range(0, len(z), batch_size))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chunks) * len(sigmas) * steps_per_level, desc="Langevin", unit="step")
+    for start in chunks:
+        zc = z[start : start + batch_size]
+        n = model.predict_num_atoms(zc)
+        lengths, angles = model.predict_lattice(zc, n)
+        lattice = lattice_from_params(lengths, angles)
+        inv = torch.linalg.inv(lattice)
+        bidx = batch_index(n)
+        comp = F.softmax(model.composition_logits(zc, n), -1)
+        types = allocate_types(comp, n, generator)
+        frac = torch.rand(len(bidx), 3, generator=generator, device=dev)
+        inv_atom = inv[bidx]
+        u = torch.zeros_like(frac)
+        for sigma in sigmas.tolist():
+            alpha = step_lr * (sigma / s_min) ** 2
+            sig_vec = torch.full((len(n),), sigma, device=dev)
+            for _ in range(steps_per_level):
+                u, logits = model.decoder(zc, types, frac, lattice, n, sig_vec)
+                noise = torch.randn(frac.shape, generator=generator, device=dev) * math.sqrt(2 * alpha)
+                dcart = alpha * u / sigma + noise
+                frac = (frac + torch.einsum("nk,nkl->nl", dcart, inv_atom)) % 1.0
+                types = logits.argmax(-1)
+                if bar is not None:
+                    bar.update(1)
+        u, logits = model.decoder(zc, types, frac, lattice, n, torch.full((len(n),), s_min, device=dev))
+        frac = (frac + torch.einsum("nk,nkl->nl", s_min * u, inv_atom)) % 1.0
+        types = logits.argmax(-1)
+        counts = n.tolist()
+        for i, (f, t) in enumerate(zip(frac.split(counts), types.split(counts), strict=True)):
+            out.append({"frac": f.cpu(), "types": t.cpu(), "lengths": lengths[i].cpu(),
+                        "angles": angles[i].cpu(), "num_atoms": int(counts[i])})
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def crystal_to_structure(crystal: dict, elements: list[str]):
+    from pymatgen.core import Lattice, Structure
+
+    lat = Lattice.from_parameters(*crystal["lengths"].tolist(), *crystal["angles"].tolist())
+    species = [elements[i] for i in crystal["types"].tolist()]
+    return Structure(lat, species, crystal["frac"].numpy())
+
+
+def structure_flags(structures) -> list[list[str]]:
+    """Flags for generated cells: ``atoms_too_close`` (< 0.5 Å, periodic images included) and
+    ``unphysical_lattice`` (volume < 0.1 Å³, a length < 1 Å, an angle outside 30–150° or more
+    than 200 Å³ per atom). Flagged structures are kept: downstream decides."""
+    flags = []
+    for s in structures:
+        f = []
+        frac = torch.tensor(s.frac_coords, dtype=torch.float64)
+        lat = torch.tensor(s.lattice.matrix, dtype=torch.float64)[None]
+        g = periodic_radius_graph(frac, lat, torch.tensor([len(s)]), MIN_DISTANCE_A, max_images=2)
+        if len(g.src) > 0:
+            f.append("atoms_too_close")
+        lengths, angles = s.lattice.abc, s.lattice.angles
+        if (s.volume < 0.1 or min(lengths) < 1.0 or min(angles) < 30 or max(angles) > 150
+                or s.volume / len(s) > 200):
+            f.append("unphysical_lattice")
+        flags.append(f)
+    return flags
+
+
+@torch.no_grad()
+def encode_structures(model: CDVAE, structures, batch_size: int = 256) -> torch.Tensor:
+    """μ of q(z|structure) for pymatgen structures (unknown elements raise InputError)."""
+    from sc_inverse.generative.data import collate, structure_to_item
+
+    dev = next(model.parameters()).device
+    items = [structure_to_item(s, model.cfg.elements, None, f"#{i}") for i, s in enumerate(structures)]
+    mus = []
+    for i in range(0, len(items), batch_size):
+        mu, _ = model.encode(collate(items[i : i + batch_size], dev))
+        mus.append(mu)
+    return torch.cat(mus) if mus else torch.zeros(0, model.cfg.latent_dim)
+
+
+def generate_candidates(
+    n: int,
+    model_dir: str | Path | None = None,
+    seed: int = 0,
+    steps_per_level: int = DEFAULT_STEPS_PER_LEVEL,
+    step_lr: float | None = None,
+    optimize_tc: bool = False,
+    opt_steps: int = 100,
+    opt_lr: float = 0.05,
+    symmetrize: bool = False,
+    batch_size: int = 512,
+    device: str = "cpu",
+    progress: bool = True,
+    prior: str = "auto",
+):
+    """Sample ``n`` crystals from a CDVAE checkpoint and return ``list[CandidateRecord]``.
+
+    ``optimize_tc`` first moves each prior latent uphill on the T_c head (:mod:`.optimize`);
+    ``symmetrize`` refines each result with :func:`.symmetry.recover_symmetry`. Provenance holds
+    the model hash, seed, index, latent z and sampling schedule; predictions hold the T_c head's
+    value for the re-encoded result (``tc_K_cdvae``). Problematic cells are flagged, not dropped.
+    """
+    from sc_inverse.generative.model import load_model
+    from sc_inverse.records import CandidateRecord
+
+    if n < 1:
+        raise InputError(f"number of structures to generate must be >= 1, got {n}")
+    model, info = load_model(model_dir, device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = model.sample_latent(n, gen, prior)
+    tc_latent = None
+    if optimize_tc:
+        from sc_inverse.generative.optimize import optimize_latent_tc
+
+        z, tc_latent = optimize_latent_tc(model, z, steps=opt_steps, lr=opt_lr)
+    else:
+        with torch.no_grad():
+            tc_latent = model.predict_tc_K(z)
+    crystals = langevin_decode(model, z, steps_per_level, step_lr, gen, batch_size, progress)
+    structures = [crystal_to_structure(c, model.cfg.elements) for c in crystals]
+    flags = structure_flags(structures)
+    with torch.no_grad():
+        tc_re = model.predict_tc_K(encode_structures(model, structures)).cpu().tolist()
+    sym_info = [None] * len(structures)
+    if symmetrize:
+        from sc_inverse.generative.symmetry import recover_symmetry
+
+        for i, s in enumerate(structures):
+            structures[i], sym_info[i] = recover_symmetry(s)
+    schedule = {"steps_per_level": steps_per_level, "step_lr": step_lr or default_step_lr(steps_per_level),
+                "sigma_levels": len(model.sigmas)}
+    records = []
+    for i, s in enumerate(structures):
+        prov = {
+            "generator": "cdvae",
+            "model_hash": info["model_hash"],
+            "model_dir": info["model_dir"],
+            "seed": seed,
+            "index": i,
+            "latent_z": [round(float(x), 5) for x in z[i].tolist()],
+            "schedule": schedule,
+            "optimize_tc": optimize_tc,
+            "latent_prior": "aggregate" if (prior != "standard" and bool(model.prior_fitted)) else "standard",
+            "tc_K_latent": float(tc_latent[i]),
+        }
+        records.append(
+            CandidateRecord.from_structure(
+                s,
+                id=f"cdvae-{info['model_hash'][:8]}-s{seed}-{i:05d}",
+                origin="generated",
+                provenance=prov,
+                flags=flags[i],
+                symmetry=sym_info[i],
+                predictions={"tc_K_cdvae": float(tc_re[i])},
+            )
+        )
+    return records

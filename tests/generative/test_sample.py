@@ -1,0 +1,86 @@
+"""Sampling with the shipped checkpoint: records, flags, reproducibility, latent optimisation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from pymatgen.core import Lattice, Structure
+
+from sc_inverse.errors import InputError
+from sc_inverse.generative.model import load_model, shipped_checkpoint_dir
+from sc_inverse.generative.sample import generate_candidates, structure_flags
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model()
+
+
+def test_shipped_checkpoint_loads_by_default(shipped):
+    model, info = shipped
+    assert info["model_dir"] == str(shipped_checkpoint_dir())
+    assert (shipped_checkpoint_dir() / "MODEL_CARD.md").is_file()
+    assert (shipped_checkpoint_dir() / "model.pt").stat().st_size < 10 * 2**20
+    assert bool(model.prior_fitted)
+
+
+def test_generate_candidates_records_and_reproducibility():
+    recs = generate_candidates(6, seed=3, steps_per_level=1, progress=False)
+    assert len({r.id for r in recs}) == 6
+    r = recs[0]
+    assert r.origin == "generated"
+    assert len(r.provenance["latent_z"]) > 0 and r.provenance["seed"] == 3
+    assert len(r.provenance["model_hash"]) == 16
+    assert "tc_K_cdvae" in r.predictions
+    s = r.get_structure()
+    assert 1 <= len(s) <= 20 and s.volume > 0
+    again = generate_candidates(6, seed=3, steps_per_level=1, progress=False)
+    assert [x.structure for x in again] == [x.structure for x in recs]
+    other = generate_candidates(6, seed=4, steps_per_level=1, progress=False)
+    assert [x.structure for x in other] != [x.structure for x in recs]
+
+
+def test_flags_close_atoms_and_bad_lattice():
+    close = Structure(Lattice.cubic(4.0), ["Nb", "N"], [[0, 0, 0], [0.05, 0, 0]])
+    flat = Structure(Lattice.from_parameters(4, 4, 0.6, 90, 90, 90), ["Nb"], [[0, 0, 0]])
+    fine = Structure(Lattice.cubic(4.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    flags = structure_flags([close, flat, fine])
+    assert "atoms_too_close" in flags[0]
+    assert "unphysical_lattice" in flags[1] and "atoms_too_close" in flags[1]  # own image at 0.6 Å
+    assert flags[2] == []
+
+
+def test_latent_optimisation_raises_predicted_tc(shipped):
+    from sc_inverse.generative.optimize import optimize_latent_tc
+
+    model, _ = shipped
+    z0 = model.sample_latent(8, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tc0 = model.predict_tc_K(z0)
+    z, tc = optimize_latent_tc(model, z0, steps=30, lr=0.05)
+    assert float(tc.mean()) > float(tc0.mean()) + 0.5
+    assert model.encoder.embed.weight.requires_grad  # model left trainable
+
+
+def test_bad_requests():
+    with pytest.raises(InputError):
+        generate_candidates(0, progress=False)
+    with pytest.raises(InputError):
+        generate_candidates(2, steps_per_level=0, progress=False)
+
+
+def test_generate_cli(tmp_path):
+    from sc_inverse.cli import cli
+
+    out = tmp_path / "cands.json"
+    res = CliRunner().invoke(cli, ["generate", "--n", "4", "--steps-per-level", "1", "--seed", "1",
+                                   "--optimize-tc", "--opt-steps", "5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert len(data) == 4 and data[0]["provenance"]["optimize_tc"] is True
+    from sc_inverse.records import load_records
+
+    assert len(load_records(out)) == 4
