@@ -95,13 +95,12 @@ def test_ph_recover_strategy_then_fallback(qe_data, tmp_path):
 
 
 def test_walltime_handler_writes_exit_file(tmp_path):
-    h = QeWalltimeHandler(wall_time_s=100, outdir="out", prefix="qe", buffer_s=10,
-                          start_time=time.time() - 95)
+    h = QeWalltimeHandler(wall_time_s=100, prefix="qe", buffer_s=10, start_time=time.time() - 95)
     assert h.check(str(tmp_path))
     corr = h.correct(str(tmp_path))
-    assert (tmp_path / "out" / "qe.EXIT").is_file() and corr["actions"] is None
+    assert (tmp_path / "qe.EXIT").is_file() and corr["actions"] is None
     assert not h.check(str(tmp_path))
-    assert not QeWalltimeHandler(1000, "out", "qe").check(str(tmp_path))
+    assert not QeWalltimeHandler(1000, "qe").check(str(tmp_path))
 
 
 def _replay_executable(tmp_path, qe_data, monkeypatch):
@@ -177,3 +176,33 @@ def test_ph_restart_at_first_missing_q(qe_data, tmp_path):
     assert "restarting at q-point 4" in corr["errors"][0]
     assert _value(d / "ph.in", "inputph", "start_q") == 4
     assert _value(d / "ph.in", "inputph", "recover") is None
+
+
+@requires_qe
+@pytest.mark.qe
+@pytest.mark.slow
+def test_real_walltime_stop_is_clean_and_resumable(al_structure, tmp_path, monkeypatch):
+    """The monitor's prefix.EXIT stops a running ph.x cleanly; rerunning the prepared input
+    finishes the q-points that were left."""
+    from sc_inverse.qe.jobs import _run_pw, run_ph
+    from sc_inverse.qe.pseudos import find_pseudopotentials
+    from sc_inverse.qe.run import qe_command
+    from sc_inverse.qe.sets import TEST
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    pseudos = find_pseudopotentials(al_structure, QE_PSEUDO_DIR, TEST.pseudo_pattern)
+    _run_pw(al_structure, TEST, "scf", pseudos, (16, 16, 16), tmp_path, "scf_la2f", la2f=True)
+    _run_pw(al_structure, TEST, "scf", pseudos, (8, 8, 8), tmp_path, "scf")
+    with pytest.raises(CalculationError, match="stopped by a prefix.EXIT file"):
+        run_ph(TEST, (4, 4, 4), tmp_path, walltime_s=5.0 + 300.0)  # buffer 300 s: stop at ~5 s
+    log = (tmp_path / "custodian.json").read_text()
+    assert "QeWalltimeHandler" in log and "PhRecoverHandler" in log
+    assert not (tmp_path / "qe.EXIT").exists()  # QE removes it when it stops
+    done = completed_qpoints(tmp_path, "dyn")
+    assert len(done) < 8
+    import subprocess
+
+    with open(tmp_path / "ph.rerun.out", "w") as fout:
+        subprocess.run([*qe_command("ph"), "-in", "ph.in"], cwd=tmp_path, check=True,
+                       stdout=fout, stderr=subprocess.DEVNULL)
+    assert completed_qpoints(tmp_path, "dyn") == set(range(1, 9))

@@ -13,8 +13,9 @@ records the correction, which the task document keeps (``corrections``).
   q-point (``start_q``, finished q-points kept, no ``max_seconds``); QE's ``recover=.true.`` is
   available as ``strategy="recover"`` but corrupts the interrupted q-point in QE 6.7 EPC runs.
 * :class:`QeWalltimeHandler` - monitor: shortly before the job's wall time, write
-  ``outdir/prefix.EXIT`` so QE stops at a clean checkpoint (QE's own mechanism); the run then
-  ends and a rerun continues from the checkpoint.
+  ``prefix.EXIT`` in the run directory so QE stops at a clean checkpoint (QE's own mechanism);
+  the run then ends with a CalculationError naming the directory, whose input the other
+  handlers have already set up to continue.
 """
 
 from __future__ import annotations
@@ -132,8 +133,8 @@ class PhRecoverHandler(_QeHandler):
     def check(self, directory="./") -> bool:
         inp, out = self._paths(directory)
         text = _text(out)
-        if "Maximum CPU time exceeded" in text:  # ph.x still prints JOB DONE then
-            return True
+        if "Maximum CPU time exceeded" in text or "stopped by user request" in text:
+            return True  # ph.x still prints JOB DONE then
         errors = qe_errors(text)
         if JOB_DONE in text and not errors:
             return False
@@ -183,24 +184,23 @@ def completed_qpoints(directory: Path, fildyn: str) -> set[int]:
 
 
 class QeWalltimeHandler(ErrorHandler):
-    """Monitor: write ``prefix.EXIT`` ``buffer_s`` before ``wall_time_s`` (since start)."""
+    """Monitor: write ``prefix.EXIT`` ``buffer_s`` before ``wall_time_s`` (since start).
+
+    QE looks for the file in the directory it runs in (not in ``outdir``), stops at the next
+    checkpoint with "Program stopped by user request" and deletes the file.
+    """
 
     is_monitor = True
     is_terminating = False
     raises_runtime_error = False
 
-    def __init__(self, wall_time_s: float, outdir: str, prefix: str, buffer_s: float = 300.0,
+    def __init__(self, wall_time_s: float, prefix: str, buffer_s: float = 300.0,
                  start_time: float | None = None):
         self.wall_time_s = float(wall_time_s)
         self.buffer_s = float(buffer_s)
-        self.outdir = outdir
         self.prefix = prefix
         self.start_time = time.time() if start_time is None else start_time
         self.exit_written = False
-
-    def _exit_file(self, directory: str) -> Path:
-        out = Path(self.outdir)
-        return (out if out.is_absolute() else Path(directory) / out) / f"{self.prefix}.EXIT"
 
     def check(self, directory="./") -> bool:
         if self.exit_written:
@@ -208,8 +208,7 @@ class QeWalltimeHandler(ErrorHandler):
         return time.time() - self.start_time > self.wall_time_s - self.buffer_s
 
     def correct(self, directory="./") -> dict:
-        exit_file = self._exit_file(directory)
-        exit_file.parent.mkdir(parents=True, exist_ok=True)
+        exit_file = Path(directory) / f"{self.prefix}.EXIT"
         exit_file.write_text("stop requested by sc-inverse QeWalltimeHandler\n")
         self.exit_written = True
         return {"errors": [f"walltime: wrote {exit_file.name} for a clean QE stop"], "actions": None}

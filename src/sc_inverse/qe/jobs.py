@@ -94,7 +94,7 @@ def _pw_handlers(input_file: str, output_file: str, walltime_s, prefix: str) -> 
         PwScfConvergenceHandler(input_file, output_file),
     ]
     if walltime_s:
-        handlers.append(QeWalltimeHandler(walltime_s, OUTDIR, prefix))
+        handlers.append(QeWalltimeHandler(walltime_s, prefix))
     return handlers
 
 
@@ -306,7 +306,7 @@ def copy_outdir(src_outdir: str | Path, prefix: str, directory: Path) -> Path:
 def _ph_handlers(walltime_s) -> list:
     handlers: list = [PhRecoverHandler("ph.in", "ph.out")]
     if walltime_s:
-        handlers.append(QeWalltimeHandler(walltime_s, OUTDIR, PREFIX))
+        handlers.append(QeWalltimeHandler(walltime_s, PREFIX))
     return handlers
 
 

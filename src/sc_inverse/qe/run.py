@@ -70,14 +70,16 @@ class QeJob(Job):
 def run_problems(text: str) -> list[str]:
     """Why an output does not count as a finished run ([] = fine).
 
-    pw.x and ph.x print JOB DONE even after "convergence NOT achieved" or "Maximum CPU time
-    exceeded", so both are checked explicitly.
+    pw.x and ph.x print JOB DONE even after "convergence NOT achieved", "Maximum CPU time
+    exceeded" or "Program stopped by user request", so these are checked explicitly.
     """
     problems = qe_errors(text)
     if "convergence NOT achieved" in text:
         problems.append("scf convergence NOT achieved")
     if "Maximum CPU time exceeded" in text:
         problems.append("stopped at max_seconds (Maximum CPU time exceeded)")
+    if "stopped by user request" in text:
+        problems.append("stopped by a prefix.EXIT file (walltime)")
     if JOB_DONE not in text:
         problems.append("no 'JOB DONE' in output (truncated or killed)")
     return problems
