@@ -72,6 +72,12 @@ def test_embedded_update_is_an_upsert_by_key(tmp_path):
         assert s.query_one({"uuid": "c"})["x"] == 5  # last copy in a batch wins
         s.update({"uuid": "d", "x": 7})  # default key, single doc
         assert s.query_one({"uuid": "d"})["x"] == 7
+        from pymatgen.core import Lattice, Structure
+
+        al = Structure(Lattice.cubic(4.05), ["Al"], [[0, 0, 0]])
+        s.update({"uuid": "e", "x": np.float64(1.5), "s": al})  # non-BSON values: jsanitized
+        e = s.query_one({"uuid": "e"})
+        assert e["x"] == 1.5 and Structure.from_dict(e["s"]) == al
         with pytest.raises(StoreError, match="key field 'uuid'"):
             s.update([{"x": 1}])
 
@@ -85,11 +91,12 @@ def test_embedded_fast_query_matches_montydb(tmp_path):
         slow = MontyStore.query  # montydb's own engine as the reference
         for crit, kw in [({}, {}), ({"grp": 1}, {}), ({"out.k": "elph"}, {"properties": ["uuid", "out.v"]}),
                          ({"grp": 2}, {"sort": {"out.v": 1}, "skip": 2, "limit": 3}),
-                         ({"out.v": {"$lt": -30}}, {})]:
+                         ({"out.v": {"$lt": -30}}, {}), ({"uuid": {"$in": ["u1", "u5", "x"]}}, {}),
+                         ({"grp": 0, "uuid": {"$in": ["u3", "u4"]}}, {"properties": ["grp"]})]:
             fast = list(s.query(crit, **kw))
             ref = list(slow(s, criteria=crit, **kw))
             if "sort" not in kw:
-                fast, ref = (sorted(x, key=lambda d: d["uuid"]) for x in (fast, ref))
+                fast, ref = (sorted(x, key=lambda d: d["_id"]) for x in (fast, ref))
             assert [d.get("uuid") for d in fast] == [d.get("uuid") for d in ref]
             assert fast == ref
         assert s.distinct("grp") == [0, 1, 2] or sorted(s.distinct("grp")) == [0, 1, 2]

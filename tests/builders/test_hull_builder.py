@@ -74,4 +74,5 @@ def test_elph_energy_used_and_malformed_energy_skipped(stores):
     s = HullBuilder(tasks, th).run_with_summary()
     assert s["skipped_docs"] == 1
     d = _thermo(th)
-    assert "bad" not in d and d["e1"]["e_form_eV_per_atom"] is not None
+    assert d["bad"]["valid"] is False and d["e1"]["e_form_eV_per_atom"] is not None
+    assert d["e1"]["valid"] is True

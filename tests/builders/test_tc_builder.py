@@ -74,13 +74,21 @@ def test_malformed_documents_are_logged_skipped_counted(stores, caplog):
     tasks.update([*good, no_structure, bad_structure, bad_tc], key=["uuid", "index"])
     caplog.set_level(logging.WARNING)
     s = TcBuilder(tasks, sc).run_with_summary()
-    assert s["skipped_docs"] == 1 and s["errors"] == 2 and s["processed"] == 5
+    # the doc without structure is skipped (its material then has no usable task: an error)
+    assert s["skipped_docs"] == 1 and s["errors"] == 3 and s["processed"] == 6
     assert no_structure["uuid"] in caplog.text and "cand-11" in caplog.text and "tc_K" in caplog.text
     docs = _docs(sc)
     assert {k for k, d in docs.items() if d["valid"]} == {"cand-0", "cand-1", "cand-2"}
     assert "output.tc_K" in docs["cand-12"]["errors"][0]
+    assert "malformed" in docs["cand-10"]["errors"][0]
     s2 = TcBuilder(tasks, sc).run_with_summary()  # failures are remembered, not retried
-    assert s2["processed"] == 0 and s2["skipped_docs"] == 1
+    assert s2["processed"] == 0 and s2["items"] == 0
+    # fixing the malformed task (a re-run) rebuilds that material only
+    fixed = set_path(elph_task(10), "uuid", no_structure["uuid"])
+    fixed["completed_at"] = "2027-01-01T00:00:00"
+    tasks.update(fixed, key=["uuid", "index"])
+    s3 = TcBuilder(tasks, sc).run_with_summary()
+    assert s3["processed"] == 1 and s3["errors"] == 0 and _docs(sc)["cand-10"]["valid"] is True
 
 
 def test_same_builder_on_mongodb_memorystore():

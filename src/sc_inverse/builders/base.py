@@ -7,16 +7,17 @@ the ``(uuid, index, completed_at)`` of the source documents it was built from (j
 ``get_items`` yields only materials whose stamp differs, so a second run processes 0 items.
 
 Errors: a source document that is not a usable task document is logged, skipped and counted
-(``summary["skipped_docs"]``); a material whose processing fails is written as a placeholder
-``{"valid": False, "errors": [...]}`` with its stamp (so the failure is remembered rather than
-retried forever; it is retried as soon as its inputs change) and counted in
+(``summary["skipped_docs"]``, when its material is (re)built); a material whose processing
+fails (or whose every task is malformed) is written as a placeholder
+``{"valid": False, "errors": [...]}`` with its stamp - the failure is remembered rather than
+retried on every run, and retried as soon as its inputs change - and counted in
 ``summary["errors"]``. Queries read ``valid: True`` documents only.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ def stamp(docs: list[dict], extra: Any = None) -> str:
     """Change detector of a group of source documents (+ anything else the result depends on)."""
     keys = sorted((str(d.get("uuid")), int(d.get("index") or 1), str(d.get("completed_at")))
                   for d in docs)
-    return hashlib.sha1(json.dumps([keys, extra], default=str).encode()).hexdigest()
+    return hashlib.sha1(repr((keys, extra)).encode()).hexdigest()
 
 
 def now() -> datetime:
@@ -55,12 +56,25 @@ def now() -> datetime:
 
 
 class MaterialBuilder(Builder):
-    """Base: job outputs (``tasks``) grouped per material → one ``target`` document each."""
+    """Base: job outputs (``tasks``) grouped per material → one ``target`` document each.
 
-    #: source fields to read (projection); subclasses extend
-    properties: tuple[str, ...] = ("uuid", "index", "completed_at", "metadata", "hosts", "name")
+    Two passes keep unchanged materials cheap: a *light* pass reads only the small fields
+    (ids, timestamps, metadata, kind) to group and stamp every task; the full documents are
+    read only for the materials whose stamp changed.
+    """
+
+    #: small source fields read for every task (grouping, stamps); subclasses extend
+    light_properties: tuple[str, ...] = ("uuid", "index", "completed_at", "metadata", "hosts",
+                                         "output.calc_type", "output.formula_pretty")
+    #: fields read for the tasks of materials to (re)build
+    properties: tuple[str, ...] = ("uuid", "index", "completed_at", "metadata", "hosts", "output")
     #: indexes on the target's query fields
     target_indexes: tuple[str, ...] = ("material_id", "last_updated", "valid")
+    #: indexes on the source fields the builders filter/group by (MongoDB; no-op embedded)
+    source_indexes: tuple[str, ...] = ("uuid", "output.calc_type", "metadata.candidate_id",
+                                       "completed_at")
+    #: how many task ids per ``$in`` query when fetching full documents
+    fetch_batch: int = 20000
 
     def __init__(self, tasks: Store, target: Store, chunk_size: int = 5000, **kwargs):
         self.tasks = tasks
@@ -70,25 +84,25 @@ class MaterialBuilder(Builder):
         super().__init__(sources=[tasks], targets=[target], chunk_size=chunk_size, **kwargs)
 
     # -- to implement ---------------------------------------------------------------------
-    def select(self, doc: dict) -> str | None:
-        """Return None if ``doc`` is a usable input, else why it is skipped (cheap checks);
-        raise nothing. Docs that are simply of another kind return ``"ignore"``."""
+    def kind(self, doc: dict) -> bool:
+        """Is this (light) task document an input of this builder at all?"""
         raise NotImplementedError
 
-    def group_extra(self, mid: str, docs: list[dict]) -> Any:
+    def select(self, doc: dict) -> str | None:
+        """None if the full ``doc`` is usable, else why it is skipped (cheap checks)."""
+        return None
+
+    def prepare(self, light_docs: list[dict]) -> None:
+        """Hook run once on all light docs before stamping (e.g. load references)."""
+
+    def group_extra(self, mid: str, light_docs: list[dict]) -> Any:
         """Extra dependency of a material (e.g. reference energies) that enters its stamp."""
         return None
 
     def build(self, mid: str, docs: list[dict], extra: Any) -> dict:
         raise NotImplementedError
 
-    def prepare(self, docs: list[dict]) -> None:
-        """Hook run once on all usable docs before grouping (e.g. load references)."""
-
     # -- maggma Builder ---------------------------------------------------------------------
-    #: indexes on the source fields the builders filter/group by (MongoDB; no-op embedded)
-    source_indexes: tuple[str, ...] = ("output.calc_type", "metadata.candidate_id", "completed_at")
-
     def ensure_indexes(self) -> None:
         for field in self.target_indexes:
             self.target.ensure_index(field)
@@ -98,42 +112,59 @@ class MaterialBuilder(Builder):
     def _source_criteria(self) -> dict:
         return {}
 
+    def _fetch(self, uuids: list[str]) -> Iterator[dict]:
+        for i in range(0, len(uuids), self.fetch_batch):
+            chunk = uuids[i:i + self.fetch_batch]
+            yield from self.tasks.query({"uuid": {"$in": chunk}}, properties=list(self.properties))
+
     def get_items(self) -> Iterator[dict]:
         self.summary = {"builder": type(self).__name__, "source_docs": 0, "skipped_docs": 0,
                         "items": 0, "processed": 0, "errors": 0, "written": 0}
         self.ensure_indexes()
+        # first build (empty target): everything is to do, so read full documents in one pass
+        first = next(iter(self.target.query({}, properties=["material_id"], limit=1)), None) is None
+        light = [d for d in self.tasks.query(
+            self._source_criteria(),
+            properties=list(self.properties if first else self.light_properties)) if self.kind(d)]
+        self.summary["source_docs"] = len(light)
+        self.prepare(light)
         groups: dict[str, list[dict]] = defaultdict(list)
-        usable = []
-        for doc in self.tasks.query(self._source_criteria(), properties=list(self.properties)):
-            why = self.select(doc)
-            if why == "ignore":
-                continue
-            self.summary["source_docs"] += 1
-            if why is not None:
-                self.summary["skipped_docs"] += 1
-                logger.warning("%s: skipping task %s: %s", type(self).__name__, doc.get("uuid"), why)
-                continue
-            usable.append(doc)
-        self.prepare(usable)
-        for doc in usable:
+        for doc in light:
             groups[material_id(doc)].append(doc)
         done = {d["material_id"]: d.get(STAMP)
                 for d in self.target.query({}, properties=["material_id", STAMP])}
-        todo = []
+        todo: dict[str, dict] = {}
         for mid, docs in groups.items():
             extra = self.group_extra(mid, docs)
             st = stamp(docs, extra)
             if done.get(mid) != st:
-                todo.append({"material_id": mid, "docs": docs, "extra": extra, STAMP: st})
+                todo[mid] = {"material_id": mid, "docs": [], "extra": extra, STAMP: st,
+                             "task_ids": sorted(str(d.get("uuid")) for d in docs)}
+        where = {(d.get("uuid"), d.get("index")): material_id(d)
+                 for mid in todo for d in groups[mid]}
+        full = light if first else self._fetch(sorted({u for u, _ in where}))
+        for doc in full:
+            mid = where.get((doc.get("uuid"), doc.get("index")))
+            if mid is None:
+                continue
+            why = self.select(doc)
+            if why is not None:
+                self.summary["skipped_docs"] += 1
+                logger.warning("%s: skipping task %s (material %s): %s", type(self).__name__,
+                               doc.get("uuid"), mid, why)
+                continue
+            todo[mid]["docs"].append(doc)
         self.total = len(todo)
         self.summary["items"] = len(todo)
         logger.info("%s: %d source docs, %d materials to (re)build", type(self).__name__,
                     self.summary["source_docs"], len(todo))
-        yield from todo
+        yield from todo.values()
 
     def process_item(self, item: dict) -> dict:
         mid = item["material_id"]
         try:
+            if not item["docs"]:
+                raise ValueError("every task of this material is malformed (see the log)")
             doc = self.build(mid, item["docs"], item["extra"])
             doc["valid"] = True
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -141,7 +172,7 @@ class MaterialBuilder(Builder):
             logger.error("%s: material %s not built: %s: %s", type(self).__name__, mid,
                          type(exc).__name__, exc)
             doc = {"valid": False, "errors": [f"{type(exc).__name__}: {exc}"],
-                   "task_ids": sorted(d.get("uuid") for d in item["docs"])}
+                   "task_ids": item["task_ids"]}
         doc.update({"material_id": mid, STAMP: item[STAMP], "last_updated": now()})
         return doc
 
@@ -154,8 +185,14 @@ class MaterialBuilder(Builder):
             self.summary["written"] += len(items)
 
     def run_with_summary(self) -> dict[str, Any]:
-        """Connect, run every item (serially, in chunks), close; return the summary."""
+        """Connect, run every item (serially, in chunks), close; return the summary.
+
+        The cyclic garbage collector is paused meanwhile: the builders hold every source
+        document in memory and allocate no reference cycles, and repeated collections over
+        millions of decoded objects would otherwise cost more than the build itself."""
         self.connect()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             batch = []
             for item in self.get_items():
@@ -165,5 +202,7 @@ class MaterialBuilder(Builder):
                     batch = []
             self.update_targets(batch)
         finally:
+            if gc_was_enabled:
+                gc.enable()
             self.finalize()
         return dict(self.summary)

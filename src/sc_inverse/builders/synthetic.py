@@ -80,9 +80,10 @@ def scf_task(structure: Structure, energy_eV: float, i: int = 0, metadata: dict 
                     metadata or {}, i)
 
 
-def many_elph_tasks(n: int, n_templates: int = 60) -> list[dict]:
+def many_elph_tasks(n: int, n_templates: int = 60, distinct_structures: bool = False) -> list[dict]:
     """``n`` distinct elph documents (fast: copies of ``n_templates`` real ones, new ids and
-    numbers), for throughput benchmarks."""
+    numbers), for throughput benchmarks. ``distinct_structures`` stretches every cell
+    differently so no symmetry analysis can be reused between documents."""
     templates = [elph_task(i) for i in range(n_templates)]
     out = []
     for i in range(n):
@@ -91,6 +92,10 @@ def many_elph_tasks(n: int, n_templates: int = 60) -> list[dict]:
         d["completed_at"] = (datetime(2026, 1, 1) + timedelta(seconds=i)).isoformat()
         d["metadata"] = {**d["metadata"], "candidate_id": f"cand-{i}"}
         d["output"]["lambda_"] = 0.2 + (i % 1000) / 1000
+        if distinct_structures:
+            m = d["output"]["structure"]["lattice"]["matrix"]
+            scale = 1.0 + 1e-4 * i
+            d["output"]["structure"]["lattice"]["matrix"] = [[x * scale for x in row] for row in m]
         out.append(d)
     return out
 

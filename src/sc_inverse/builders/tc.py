@@ -9,10 +9,13 @@ ids. When a material has several elph results the most recently completed one is
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import numpy as np
+import spglib
 from maggma.core import Store
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Element, Structure
 
 from sc_inverse.builders.base import MaterialBuilder
 from sc_inverse.errors import InputError
@@ -24,14 +27,42 @@ DFT_ML_PAIRS: dict[str, str] = {"tc_K": "tc_K", "lambda": "lambda_", "lambda_": 
 _SG_CACHE: dict[tuple, tuple[str, int]] = {}
 
 
-def space_group(structure: Structure, symprec: float = 0.1) -> tuple[str, int]:
-    """(symbol, number); cached on the cell so identical structures are analysed once."""
-    key = (tuple(round(x, 4) for x in structure.lattice.parameters),
-           tuple(sorted((s.species_string, *(round(c, 3) % 1.0 for c in s.frac_coords))
-                        for s in structure)))
+def structure_summary(sdict: dict, symprec: float = 0.1) -> dict:
+    """Formula, chemsys, nsites and space group straight from a ``Structure.as_dict()``.
+
+    Avoids building a pymatgen Structure per document (the builders' hot path); the space group
+    comes from spglib on the raw cell, cached per distinct cell. Raises ``ValueError``/
+    ``KeyError``/``TypeError`` on a malformed dict.
+    """
+    matrix = sdict["lattice"]["matrix"]
+    sites = sdict["sites"]
+    if len(matrix) != 3 or any(len(row) != 3 for row in matrix) or not sites:
+        raise ValueError("structure has no 3x3 lattice matrix or no sites")
+    species, frac = [], []
+    for site in sites:
+        sp = site["species"]
+        if len(sp) != 1:
+            raise ValueError("disordered site (partial occupancy) in structure")
+        species.append(sp[0]["element"])
+        if len(site["abc"]) != 3:
+            raise ValueError("structure site coordinates are not 3-vectors")
+        frac.append(site["abc"])
+    comp = Composition(dict(Counter(species)))
+    key = (tuple(round(float(x), 4) for row in matrix for x in row),
+           tuple(sorted((el, *(round(float(c), 3) % 1.0 for c in f))
+                        for el, f in zip(species, frac, strict=True))))
     if key not in _SG_CACHE:
-        _SG_CACHE[key] = structure.get_space_group_info(symprec=symprec)
-    return _SG_CACHE[key]
+        numbers = [Element(el).Z for el in species]
+        ds = spglib.get_symmetry_dataset(
+            (np.asarray(matrix, dtype=float), np.asarray(frac, dtype=float), numbers),
+            symprec=symprec)
+        if ds is None:
+            raise ValueError("spglib could not analyse the structure")
+        _SG_CACHE[key] = (str(ds.international), int(ds.number))
+    symbol, number = _SG_CACHE[key]
+    els = sorted(el.symbol for el in comp.elements)
+    return {"formula": comp.reduced_formula, "chemsys": "-".join(els), "elements": els,
+            "nsites": len(sites), "spacegroup_symbol": symbol, "spacegroup_number": number}
 
 
 def _number(out: dict, field: str, required: bool = False) -> float | None:
@@ -48,7 +79,7 @@ def _number(out: dict, field: str, required: bool = False) -> float | None:
 class TcBuilder(MaterialBuilder):
     """Job outputs with ``output.calc_type == "elph"`` → ``superconductors``."""
 
-    properties = (*MaterialBuilder.properties, "output")
+    light_properties = (*MaterialBuilder.light_properties,)
     target_indexes = (*MaterialBuilder.target_indexes, "formula", "tc_K", "lambda_",
                       "dynamically_stable", "origin", "chemsys")
 
@@ -61,12 +92,13 @@ class TcBuilder(MaterialBuilder):
     def _source_criteria(self) -> dict:
         return {"output.calc_type": "elph"}
 
+    def kind(self, doc: dict) -> bool:
+        return (doc.get("output") or {}).get("calc_type") == "elph"
+
     def select(self, doc: dict) -> str | None:
         out = doc.get("output")
         if not isinstance(out, dict):
             return "no 'output' document"
-        if out.get("calc_type") != "elph":
-            return "ignore"
         if out.get("structure") is None:
             return "field 'output.structure' is missing"
         if out.get("lambda_") is None and out.get("tc_K") is None:
@@ -78,20 +110,15 @@ class TcBuilder(MaterialBuilder):
         best = docs[-1]
         out = best["output"]
         s = out["structure"]
-        structure = s if isinstance(s, Structure) else Structure.from_dict(s)
-        symbol, number = space_group(structure, self.symprec)
+        sdict = s.as_dict() if isinstance(s, Structure) else s
+        info = structure_summary(sdict, self.symprec)
         md = best.get("metadata") or {}
         predictions = {k: v for k, v in (md.get("predictions") or {}).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
         doc = {
-            "formula": structure.composition.reduced_formula,
-            "formula_pretty": out.get("formula_pretty") or structure.composition.reduced_formula,
-            "chemsys": "-".join(sorted(el.symbol for el in structure.composition.elements)),
-            "elements": sorted(el.symbol for el in structure.composition.elements),
-            "nsites": len(structure),
-            "structure": structure.as_dict(),
-            "spacegroup_symbol": symbol,
-            "spacegroup_number": number,
+            **info,
+            "formula_pretty": out.get("formula_pretty") or info["formula"],
+            "structure": sdict,
             "lambda_": _number(out, "lambda_"),
             "omega_log_K": _number(out, "omega_log_K"),
             "tc_K": _number(out, "tc_K", required=True),
@@ -119,4 +146,4 @@ class TcBuilder(MaterialBuilder):
         return doc
 
 
-__all__ = ["DFT_ML_PAIRS", "TcBuilder", "space_group"]
+__all__ = ["DFT_ML_PAIRS", "TcBuilder", "structure_summary"]

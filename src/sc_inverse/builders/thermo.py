@@ -14,11 +14,18 @@ from __future__ import annotations
 from typing import Any
 
 from maggma.core import Store
+from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedEntry
 
 from sc_inverse.builders.base import MaterialBuilder
 from sc_inverse.errors import InputError
-from sc_inverse.thermo.hull import compatible, entry_from_task, hull_analysis, load_entries
+from sc_inverse.thermo.hull import (
+    compatible,
+    entry_from_task,
+    hull_analysis,
+    load_entries,
+    settings_key,
+)
 from sc_inverse.thermo.jobs import REFERENCE_ROLE
 
 ENERGY_CALCS = ("scf", "elph")
@@ -27,9 +34,10 @@ ENERGY_CALCS = ("scf", "elph")
 class HullBuilder(MaterialBuilder):
     """Job outputs with energies (+ reference entries file) → ``thermo``."""
 
-    properties = (*MaterialBuilder.properties, "output.calc_type", "output.energy_eV",
-                  "output.structure", "output.input.preset", "output.input.parameters.system",
-                  "output.input.pseudopotentials", "output.elements", "output.formula_pretty")
+    light_properties = (*MaterialBuilder.light_properties, "output.energy_eV", "output.elements",
+                        "output.input.preset", "output.input.parameters.system",
+                        "output.input.pseudopotentials")
+    properties = (*light_properties, "output.structure")
     target_indexes = (*MaterialBuilder.target_indexes, "formula", "chemsys",
                       "e_above_hull_eV_per_atom", "e_form_eV_per_atom", "stable", "is_reference")
 
@@ -38,45 +46,53 @@ class HullBuilder(MaterialBuilder):
         self.thermo = thermo
         self.entries_file = entries_file
         self._refs: list[ComputedEntry] = []
-        self._entries: dict[str, ComputedEntry] = {}
         super().__init__(tasks, thermo, chunk_size=chunk_size, **kwargs)
 
+    def kind(self, doc: dict) -> bool:
+        out = doc.get("output") or {}
+        return out.get("calc_type") == "scf" or (
+            out.get("calc_type") == "elph" and out.get("energy_eV") is not None)
+
     def select(self, doc: dict) -> str | None:
-        out = doc.get("output")
-        if not isinstance(out, dict) or out.get("calc_type") not in ENERGY_CALCS:
-            return "ignore"
-        if out.get("energy_eV") is None:
-            return "ignore" if out.get("calc_type") == "elph" else "field 'output.energy_eV' is missing"
         try:
-            self._entries[doc["uuid"]] = entry_from_task(out, f"task:{doc['uuid']}")
+            doc["_entry"] = entry_from_task(doc["output"], f"task:{doc['uuid']}")
         except InputError as exc:
             return str(exc)
         return None
 
-    def prepare(self, docs: list[dict]) -> None:
-        self._refs = [self._entries[d["uuid"]] for d in docs
-                      if (d.get("metadata") or {}).get("hull_role") == REFERENCE_ROLE]
+    def prepare(self, light_docs: list[dict]) -> None:
+        ref_ids = sorted(d["uuid"] for d in light_docs
+                         if (d.get("metadata") or {}).get("hull_role") == REFERENCE_ROLE)
+        self._refs = []
+        for doc in self._fetch(ref_ids):
+            if self.select(doc) is None:
+                self._refs.append(doc["_entry"])
         if self.entries_file:
             self._refs += load_entries(self.entries_file)
 
-    def _entry(self, docs: list[dict]) -> tuple[dict, ComputedEntry]:
-        # prefer the scf (its energy is the one elph carries), latest first
-        best = sorted(docs, key=lambda d: (d["output"]["calc_type"] == "scf",
+    @staticmethod
+    def _best(docs: list[dict]) -> dict:
+        # prefer the scf (the energy elph carries comes from it), then the latest
+        return sorted(docs, key=lambda d: ((d.get("output") or {}).get("calc_type") == "scf",
                                            str(d.get("completed_at"))))[-1]
-        return best, self._entries[best["uuid"]]
 
-    def group_extra(self, mid: str, docs: list[dict]) -> Any:
-        _, entry = self._entry(docs)
-        els = {el.symbol for el in entry.composition.elements}
-        refs = sorted(str(r.entry_id) + f"@{r.energy:.8f}" for r in self._refs
-                      if {el.symbol for el in r.composition.elements} <= els and compatible(r, entry))
-        return refs
+    def group_extra(self, mid: str, light_docs: list[dict]) -> Any:
+        out = self._best(light_docs).get("output") or {}
+        els = set(out.get("elements") or [])
+        if not els and out.get("formula_pretty"):
+            els = {el.symbol for el in Composition(out["formula_pretty"]).elements}
+        probe = ComputedEntry(Composition({el: 1 for el in els} or {"H": 1}), 0.0, data={
+            "pseudopotentials": (out.get("input") or {}).get("pseudopotentials") or {},
+            "settings_key": settings_key(out)})
+        return sorted(f"{r.entry_id}@{r.energy:.8f}" for r in self._refs
+                      if {el.symbol for el in r.composition.elements} <= els and compatible(r, probe))
 
     def build(self, mid: str, docs: list[dict], extra: Any) -> dict:
-        best, entry = self._entry(docs)
-        res = hull_analysis(entry, self._refs)
+        best = self._best(docs)
+        res = hull_analysis(best["_entry"], self._refs)
         md = best.get("metadata") or {}
         pred = (md.get("predictions") or {}).get("e_form_eV_per_atom")
+        pred = pred if isinstance(pred, (int, float)) and not isinstance(pred, bool) else None
         doc = res.model_dump()
         doc.update(
             is_reference=md.get("hull_role") == REFERENCE_ROLE,
@@ -84,9 +100,9 @@ class HullBuilder(MaterialBuilder):
             candidate_id=md.get("candidate_id"),
             task_id=best.get("uuid"),
             task_ids=sorted(str(d.get("uuid")) for d in docs),
-            ml_e_form_eV_per_atom=pred if isinstance(pred, (int, float)) else None,
+            ml_e_form_eV_per_atom=pred,
             dft_minus_ml_e_form_eV_per_atom=(res.e_form_eV_per_atom - pred)
-            if isinstance(pred, (int, float)) and res.e_form_eV_per_atom is not None else None,
+            if pred is not None and res.e_form_eV_per_atom is not None else None,
         )
         return doc
 
