@@ -30,7 +30,7 @@ def default_builders(job_store: JobStore | None = None, superconductors: Store |
 
 def run_builders(job_store: JobStore | None = None, superconductors: Store | None = None,
                  thermo: Store | None = None, entries_file: str | None = None,
-                 only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+                 only: list[str] | None = None, progress: bool = False) -> dict[str, dict[str, Any]]:
     """Run TcBuilder and HullBuilder (incrementally); returns ``{builder name: summary}``
     with counts ``source_docs, skipped_docs, items, processed, errors, written``."""
     out = {}
@@ -38,7 +38,7 @@ def run_builders(job_store: JobStore | None = None, superconductors: Store | Non
         name = type(b).__name__
         if only and name not in only:
             continue
-        out[name] = b.run_with_summary()
+        out[name] = b.run_with_summary(progress=progress)
         logger.info("%s: %s", name, out[name])
     return out
 

@@ -184,7 +184,7 @@ class MaterialBuilder(Builder):
             self.target.update(items, key="material_id")
             self.summary["written"] += len(items)
 
-    def run_with_summary(self) -> dict[str, Any]:
+    def run_with_summary(self, progress: bool = False) -> dict[str, Any]:
         """Connect, run every item (serially, in chunks), close; return the summary.
 
         The cyclic garbage collector is paused meanwhile: the builders hold every source
@@ -195,7 +195,12 @@ class MaterialBuilder(Builder):
         gc.disable()
         try:
             batch = []
-            for item in self.get_items():
+            items = self.get_items()
+            if progress:
+                from tqdm import tqdm
+
+                items = tqdm(items, desc=type(self).__name__, unit=" materials", leave=False)
+            for item in items:
                 batch.append(self.process_item(item))
                 if len(batch) >= self.chunk_size:
                     self.update_targets(batch)

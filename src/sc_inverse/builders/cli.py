@@ -24,7 +24,7 @@ def build(entries_file, only):
     from sc_inverse.builders import run_builders
 
     summary = run_builders(entries_file=str(entries_file) if entries_file else None,
-                           only=list(only) or None)
+                           only=list(only) or None, progress=True)
     for name, s in summary.items():
         click.echo(f"{name}: {s['source_docs']} source docs, {s['skipped_docs']} skipped "
                    f"(malformed), {s['processed']} processed, {s['errors']} errors, "
