@@ -45,11 +45,11 @@ def test_generate_candidates_records_and_reproducibility():
 
 def test_flags_close_atoms_and_bad_lattice():
     close = Structure(Lattice.cubic(4.0), ["Nb", "N"], [[0, 0, 0], [0.05, 0, 0]])
-    flat = Structure(Lattice.from_parameters(4, 4, 0.6, 90, 90, 90), ["Nb"], [[0, 0, 0]])
+    flat = Structure(Lattice.from_parameters(4, 4, 0.4, 90, 90, 90), ["Nb"], [[0, 0, 0]])
     fine = Structure(Lattice.cubic(4.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     flags = structure_flags([close, flat, fine])
     assert "atoms_too_close" in flags[0]
-    assert "unphysical_lattice" in flags[1] and "atoms_too_close" in flags[1]  # own image at 0.6 Å
+    assert "unphysical_lattice" in flags[1] and "atoms_too_close" in flags[1]  # own image at 0.4 Å
     assert flags[2] == []
 
 

@@ -82,3 +82,24 @@ def test_checkpoint_from_other_version_is_rejected(tmp_path, tiny_model):
         load_model(tmp_path)
     with pytest.raises(ModelLoadError, match="no CDVAE checkpoint"):
         load_model(tmp_path / "missing")
+
+
+def test_train_generator_cli_on_user_records(tmp_path, jarvis_train):
+    from click.testing import CliRunner
+
+    from sc_inverse.cli import cli
+    from sc_inverse.records import CandidateRecord, save_records
+
+    recs = [CandidateRecord.from_structure(s, id=rid, tc_K=tc) for rid, s, tc in jarvis_train[:12]]
+    data = save_records(recs, tmp_path / "train.json")
+    out = tmp_path / "ck"
+    args = ["train-generator", "--data", str(data), "--out", str(out), "--preset", "small",
+            "--epochs", "1", "--batch-size", "6", "--seed", "1"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["epochs_run"] == 1
+    model, info = load_model(out)
+    assert info["meta"]["n_train"] + info["meta"]["n_val"] == 12
+    assert set(model.cfg.elements) == {e.symbol for _, s, _ in jarvis_train[:12] for e in s.composition.elements}
+    assert not torch.isnan(model.tc_mean)  # T_c read from the records' tc_K field

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta,
     cfg = CDVAEConfig.preset(preset, elements=elements,
                              max_atoms=max(20, max(len(i.types) for i in train + val)), **overrides)
     meta = {"data": str(data), "preset": preset, "n_train": len(train), "n_val": len(val),
-            "command": "sc-inverse train-generator " + " ".join(click.get_os_args())}
+            "command": "sc-inverse " + " ".join(sys.argv[1:])}
     summary = fit(cfg, train, val, out_dir, epochs=epochs, device=device, seed=seed,
                   batch_size=batch_size, lr=lr, patience=patience, resume=resume,
                   max_minutes=max_minutes, meta=meta)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CDVAE_STEPS_PER_LEVEL = 100
 DEFAULT_STEPS_PER_LEVEL = 2
 MIN_DISTANCE_A = 0.5
+COMPOSITION_TEMPERATURE = 0.7
 
 
 def default_step_lr(steps_per_level: int) -> float:
@@ -59,8 +60,13 @@ def langevin_decode(
     generator: torch.Generator | None = None,
     batch_size: int = 512,
     progress: bool = False,
+    composition_temperature: float = COMPOSITION_TEMPERATURE,
 ) -> list[dict]:
-    """Decode latents ``z`` (M, latent) into crystals; returns one dict of tensors per crystal."""
+    """Decode latents ``z`` (M, latent) into crystals; returns one dict of tensors per crystal.
+
+    ``composition_temperature`` < 1 sharpens the composition head before the initial types are
+    allocated: at 1 the cells get ~3.3 elements on average vs 2.6 in JARVIS-SC (measured).
+    """
     if steps_per_level < 1:
         raise InputError(f"steps_per_level must be >= 1, got {steps_per_level}")
     step_lr = default_step_lr(steps_per_level) if step_lr is None else step_lr
@@ -82,7 +88,7 @@ def langevin_decode(
         lattice = lattice_from_params(lengths, angles)
         inv = torch.linalg.inv(lattice)
         bidx = batch_index(n)
-        comp = F.softmax(model.composition_logits(zc, n), -1)
+        comp = F.softmax(model.composition_logits(zc, n) / composition_temperature, -1)
         types = allocate_types(comp, n, generator)
         frac = torch.rand(len(bidx), 3, generator=generator, device=dev)
         inv_atom = inv[bidx]
