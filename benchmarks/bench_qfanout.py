@@ -119,7 +119,8 @@ def main() -> None:
         results.append((f"fan-out, {len(irr)} q jobs on {workers} worker(s)", t_ph, lam, wlog))
         slow = max(per_q.values())
         print(f"  fan-out {workers} worker(s): per-q ph.x {min(per_q.values()):.1f}-{slow:.1f} s, "
-              f"sum {sum(per_q.values()):.1f} s")
+              f"sum {sum(per_q.values()):.1f} s; critical path with one worker per q "
+              f"(init + slowest q + gather) {t_ph - sum(per_q.values()) / workers + slow:.1f} s")
 
     print(f"\n{'mode':45s} {'ph wall [s]':>11s} {'lambda(0.010)':>14s} {'omega_log [K]':>14s}")
     for name, wall, lam, wlog in results:
