@@ -108,19 +108,23 @@ def main() -> None:
         run_ph(TEST, QGRID, init, only_init=True)
         shutil.rmtree(init / "out", ignore_errors=True)
         _, irr = parse_dyn0(init / "dyn0")
+        t_init = time.perf_counter() - t0
         jobs = [(str(scf_out), i, str(d / f"q{i}")) for i in range(1, len(irr) + 1)]
         with ProcessPoolExecutor(max_workers=workers) as pool:
             per_q = dict(pool.map(_qjob, jobs))
         merge = d / "merge"
         merge.mkdir()
+        t1 = time.perf_counter()
         gather_qpoints({i: d / f"q{i}" for i in per_q}, init, merge)
+        t_gather = time.perf_counter() - t1
         t_ph = time.perf_counter() - t0
         lam, wlog = _analyse(merge, structure)
         results.append((f"fan-out, {len(irr)} q jobs on {workers} worker(s)", t_ph, lam, wlog))
         slow = max(per_q.values())
-        print(f"  fan-out {workers} worker(s): per-q ph.x {min(per_q.values()):.1f}-{slow:.1f} s, "
-              f"sum {sum(per_q.values()):.1f} s; critical path with one worker per q "
-              f"(init + slowest q + gather) {t_ph - sum(per_q.values()) / workers + slow:.1f} s")
+        print(f"  fan-out {workers} worker(s): init {t_init:.1f} s, per-q ph.x "
+              f"{min(per_q.values()):.1f}-{slow:.1f} s (sum {sum(per_q.values()):.1f} s), gather "
+              f"{t_gather:.2f} s; critical path with one worker per q: "
+              f"{t_init + slow + t_gather:.1f} s")
 
     print(f"\n{'mode':45s} {'ph wall [s]':>11s} {'lambda(0.010)':>14s} {'omega_log [K]':>14s}")
     for name, wall, lam, wlog in results:
