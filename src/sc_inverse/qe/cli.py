@@ -43,7 +43,7 @@ def load_structure(path: str | Path) -> tuple[Structure, str]:
     return records[0].get_structure(), records[0].id
 
 
-def run_epc(structure: Structure, workdir: Path, store=None, **maker_kwargs):
+def run_epc(structure: Structure, workdir: Path, store=None, log: bool = False, **maker_kwargs):
     """Run :class:`ElectronPhononTcMaker` locally; return the flow's ElphTaskDoc.
 
     ``store=None`` uses an in-memory JobStore (with the ``"data"`` additional store the elph
@@ -58,7 +58,7 @@ def run_epc(structure: Structure, workdir: Path, store=None, **maker_kwargs):
     if store is None:
         store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     workdir.mkdir(parents=True, exist_ok=True)
-    responses = run_locally(flow, store=store, create_folders=True, root_dir=workdir, log=False,
+    responses = run_locally(flow, store=store, create_folders=True, root_dir=workdir, log=log,
                             raise_immediately=True)
     if not responses:
         raise CalculationError(f"electron-phonon flow produced no output (see {workdir})")
@@ -140,7 +140,7 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
 
         store = get_job_store(settings)
     doc = run_epc(
-        structure, Path(workdir).resolve(), store=store, preset=preset_obj,
+        structure, Path(workdir).resolve(), store=store, log=True, preset=preset_obj,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, pseudo_pattern=pseudo_pattern,
         fanout=fanout, relax=relax,
     )
