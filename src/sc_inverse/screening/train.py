@@ -260,7 +260,10 @@ def train_alignn(
     with log_path.open("w") as fh, _EpochProgress(out, int(epochs), progress), \
             contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         train_loader = _loader(train_samples, cfg, out, "train", bs, True, True)
-        val_loader = _loader(val_samples, cfg, out, "val", bs, False, False)
+        # alignn averages the val loss over batches: one batch makes it the exact val MAE that
+        # picks best_model.pt (a short last batch would otherwise be over-weighted)
+        val_bs = len(val_samples) if len(val_samples) <= 2048 else bs
+        val_loader = _loader(val_samples, cfg, out, "val", val_bs, False, False)
         # train_dgl evaluates a "test" loader after the last epoch; we give it val (batch 1)
         # because the real test split must never be touched.
         val1_loader = _loader(val_samples, cfg, out, "val1", 1, False, False)
