@@ -59,7 +59,11 @@ def bench_fireworks(n: int, tmp: Path) -> tuple[float, float, float]:
     (d / "state.json").write_text("{}")
     (d / "lp.yaml").write_text("host: localhost\nname: bench\n")
     (d / "w.yaml").write_text("name: bench\ncategory: ''\nquery: '{}'\n")
-    dumpfn(chain(n), d / "flow.json")
+    # the rlaunch processes import the job by module name, so not from __main__
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_fw_overhead
+
+    dumpfn(bench_fw_overhead.chain(n), d / "flow.json")
     env = {**os.environ, "MONGOMOCK_SERVERSTORE_FILE": str(d / "state.json"),
            "SC_INVERSE_DATA_DIR": str(d / "data"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
@@ -70,7 +74,14 @@ def bench_fireworks(n: int, tmp: Path) -> tuple[float, float, float]:
     t = time.perf_counter()
     subprocess.run([BIN / "rlaunch", "-l", d / "lp.yaml", "-w", d / "w.yaml", "rapidfire"],
                    check=True, env=env, cwd=d, capture_output=True)
-    return t_submit, time.perf_counter() - t, n
+    t_run = time.perf_counter() - t
+    import bson.json_util
+
+    state = bson.json_util.loads((d / "state.json").read_text())
+    done = sum(doc["state"] == "COMPLETED" for _, doc in state["bench"]["fireworks"]["documents"])
+    if done != n:
+        raise SystemExit(f"only {done}/{n} Fireworks completed; see {d}")
+    return t_submit, t_run, n
 
 
 def main() -> None:
