@@ -61,3 +61,20 @@ def test_build_then_query_formats_and_filters(stores):
 def test_query_on_empty_store_prints_header_only():
     r = CliRunner().invoke(cli, ["query", "--format", "json"])
     assert r.exit_code == 0 and json.loads(r.output) == []
+
+
+def test_run_builders_and_query_on_mongodb_stores():
+    """The MongoDB path (maggma MemoryStore = mongomock): same helpers, stores passed in."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    from sc_inverse.builders import query_results, run_builders
+
+    js = JobStore(MemoryStore("outputs"), additional_stores={"data": MemoryStore("blobs")})
+    sc, th = MemoryStore("superconductors"), MemoryStore("thermo")
+    js.connect()
+    _seed(js.docs_store)
+    summary = run_builders(js, sc, th)
+    assert summary["TcBuilder"]["processed"] == 6 and summary["HullBuilder"]["errors"] == 0
+    rows = query_results(tc_min=0.0, superconductors=sc, thermo=th)
+    assert len(rows) == 6 and all(r["e_form_eV_per_atom"] is not None for r in rows)
