@@ -249,3 +249,20 @@ def test_real_qe_epc_flow_through_fireworks_then_builders_and_query(fw_env):
     assert "Al" in _sh(BIN / "sc-inverse", "query").stdout
     again = _sh(BIN / "sc-inverse", "build").stdout
     assert "0 processed" in again.splitlines()[0] and "0 processed" in again.splitlines()[1]
+
+
+def test_submit_group_loads_extra_subcommands_lazily(monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from sc_inverse import workflows
+    from sc_inverse.cli import cli
+
+    monkeypatch.setitem(workflows.SUBMIT_COMMANDS, "hello", "test_workflows:_hello_cmd")
+    monkeypatch.setitem(workflows.SUBMIT_COMMANDS, "broken", "no_such_module:x")
+    globals()["_hello_cmd"] = click.Command("hello", callback=lambda: click.echo("hi"))
+    r = CliRunner().invoke(cli, ["submit", "hello"])
+    assert r.exit_code == 0 and r.output.strip() == "hi"
+    assert "hello" in CliRunner().invoke(cli, ["submit", "--help"]).output
+    r = CliRunner().invoke(cli, ["submit", "broken"])
+    assert r.exit_code != 0 and "not available" in r.output

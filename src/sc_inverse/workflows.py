@@ -279,7 +279,35 @@ _cat_option = click.option("--category", default=None,
                            help="FireWorks category of QE jobs (default: my_fworker.yaml's, or 'qe').")
 
 
-@click.group("submit")
+#: extra ``submit`` subcommands defined elsewhere (imported on use): name -> "module:attribute"
+SUBMIT_COMMANDS: dict[str, str] = {"inverse-design": "sc_inverse.flows:submit_inverse_design"}
+
+
+class _SubmitGroup(click.Group):
+    """``submit`` group whose extra subcommands live in other modules (lazy, like the main CLI)."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *SUBMIT_COMMANDS})
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in SUBMIT_COMMANDS:
+            return cmd
+        import importlib
+
+        module, attr = SUBMIT_COMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            why = f"submit {name} is not available: {exc}"
+
+        def unavailable() -> None:
+            raise click.ClickException(why)
+
+        return click.Command(name, help=f"({why})", callback=unavailable)
+
+
+@click.group("submit", cls=_SubmitGroup)
 def submit() -> None:
     """Submit flows to the FireWorks LaunchPad (run them with rlaunch/qlaunch)."""
 
@@ -345,6 +373,7 @@ def submit_recover(expiration_secs, fizzled, launchpad_file):
 
 __all__ = [
     "QE_CATEGORY",
+    "SUBMIT_COMMANDS",
     "ApplyFWorkerEnv",
     "SettingsJobStore",
     "flow_to_fireworks",
