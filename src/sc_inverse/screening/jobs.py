@@ -51,10 +51,15 @@ class ScreenCandidatesMaker(Maker):
     screen_kwargs: dict = field(default_factory=dict)
 
     @job(output_schema=ScreenOutput)
-    def make(self, records: list) -> ScreenOutput:
-        """``records``: CandidateRecords or dicts (``generate`` output, ``{id|jid, structure|poscar}``)."""
+    def make(self, records: list | dict) -> ScreenOutput:
+        """``records``: CandidateRecords or dicts (``{id|jid, structure|poscar}``), or a document
+        with a ``records`` list (e.g. the generator's output)."""
         from sc_inverse.screening.screen import screen_records
 
+        if isinstance(records, dict) and "records" in records:  # a generate output document
+            records = records["records"]
+        elif hasattr(records, "records"):
+            records = records.records
         recs = [_as_record(r, i) for i, r in enumerate(records)]
         out, summary = screen_records(
             recs, criteria=self.criteria, top_k=self.top_k, relax=self.relax, calculator=self.calculator,
