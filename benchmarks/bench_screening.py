@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="ALIGNN model (default: shipped T_c model)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--n-single", type=int, default=200, help="structures timed one at a time")
-    ap.add_argument("--batch-sizes", default="64,256")
+    ap.add_argument("--batch-sizes", default="16,64,256")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chgnet", type=int, default=20, help="structures to relax with CHGNet (0 = skip)")
     args = ap.parse_args()
