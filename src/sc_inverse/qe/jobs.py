@@ -475,10 +475,11 @@ def analyse_elph(
 class QeElphMaker(Maker):
     """ph.x EPC (interpolated) + q2r.x + matdyn.x + λ/ω_log/T_c.
 
-    ``fanout=True``: a ph.x ``only_init`` job lists the irreducible q-points, then one job per
-    q-point (``start_q = last_q = i``, each with its own copy of the scf outdir) and a merge job
-    that gathers the dyn and elph_dir files and runs q2r/matdyn/analysis - λ is the same as the
-    monolithic run because every q-point's ph.x calculation is identical.
+    ``fanout=True``: this job runs the first irreducible q-point (Γ), whose ``dyn0`` lists all
+    of them, then is replaced by one job per remaining q-point (``start_q = last_q = i``, each
+    with its own copy of the scf outdir) and a merge job that gathers the dyn and elph_dir files
+    and runs q2r/matdyn/analysis - λ matches the monolithic run because every q-point's ph.x
+    calculation is the same.
     """
 
     name: str = "qe elph"
@@ -510,23 +511,46 @@ class QeElphMaker(Maker):
                 shutil.rmtree(directory / OUTDIR, ignore_errors=True)
                 doc.outdir = None
             return doc
-        # fan-out: list the q-points here, then replace this job by q jobs + merge
-        text, res = run_ph(preset, qgrid, directory, only_init=True)
+        # fan-out: the first irreducible q-point (Γ; no nscf, cheap) runs here and its dyn0
+        # lists all of them; the others become one job each, then a merge job replaces this one
+        text, res = run_ph(preset, qgrid, directory, start_q=1, last_q=1,
+                           max_seconds=self.max_seconds, walltime_s=self.walltime_s)
         _, irr = parse_dyn0(directory / f"{FILDYN}0")
+        first = qpoint_doc(preset, directory, 1, len(irr), text, res, f"{self.name} q1/{len(irr)}",
+                           qgrid)
         if self.cleanup:
             shutil.rmtree(directory / OUTDIR, ignore_errors=True)
         qmaker = QeQPointMaker(preset=preset, max_seconds=self.max_seconds,
                                walltime_s=self.walltime_s)
         qjobs = []
-        for i in range(1, len(irr) + 1):
+        for i in range(2, len(irr) + 1):
             j = qmaker.make(scf_outdir, prefix, qgrid, i, len(irr))
             j.name = f"{self.name} q{i}/{len(irr)}"
             qjobs.append(j)
         merge = QeElphMergeMaker(name=f"{self.name} merge", preset=preset).make(
-            [j.output for j in qjobs], str(directory), kgrid, qgrid, structure, energy_eV,
-            [res.timing.model_dump()],
+            [first.model_dump(), *[j.output for j in qjobs]], str(directory), kgrid, qgrid,
+            structure, energy_eV,
         )
         return Response(replace=Flow([*qjobs, merge], output=merge.output, name=f"{self.name} fan-out"))
+
+
+def qpoint_doc(preset: QePreset, directory: Path, q_index: int, n_q: int, text: str, res,
+               label: str, qpoints_grid) -> QPointTaskDoc:
+    """Task document of one q-point run (its dyn and elph files stay in ``directory``)."""
+    ph = parse_ph_output(res.output)
+    return QPointTaskDoc(
+        task_label=label,
+        calc_type="ph-q",
+        dir_name=str(directory),
+        qe_version=ph.version,
+        input=_input_summary(preset, text, ("inputph",), qpoints_grid=list(qpoints_grid)),
+        corrections=res.corrections,
+        timings=[res.timing],
+        wall_time_s=res.timing.wall_time_s,
+        q_index=q_index,
+        n_q_irreducible=n_q,
+        qpoint=_qpoint_phonons(directory, q_index),
+    )
 
 
 def run_qpoint(preset: QePreset, qpoints_grid, scf_outdir, prefix: str, q_index: int,
@@ -567,20 +591,8 @@ class QeQPointMaker(Maker):
         directory = Path.cwd()
         text, res = run_qpoint(preset, qpoints_grid, scf_outdir, prefix, q_index, directory,
                                self.max_seconds, self.walltime_s)
-        ph = parse_ph_output(res.output)
-        return QPointTaskDoc(
-            task_label=f"{self.name} {q_index}",
-            calc_type="ph-q",
-            dir_name=str(directory),
-            qe_version=ph.version,
-            input=_input_summary(preset, text, ("inputph",), qpoints_grid=list(qpoints_grid)),
-            corrections=res.corrections,
-            timings=[res.timing],
-            wall_time_s=res.timing.wall_time_s,
-            q_index=q_index,
-            n_q_irreducible=n_q,
-            qpoint=_qpoint_phonons(directory, q_index),
-        )
+        return qpoint_doc(preset, directory, q_index, n_q, text, res, f"{self.name} {q_index}",
+                          qpoints_grid)
 
 
 @dataclass
