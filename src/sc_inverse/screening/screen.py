@@ -28,6 +28,9 @@ from sc_inverse.screening.criteria import (
 
 log = logging.getLogger(__name__)
 
+#: flags the screen sets (and clears on a re-screen)
+SCREEN_FLAGS = ("duplicate", "known_structure", "known_composition", "mlip_not_converged")
+
 
 def _structures(records: Sequence[CandidateRecord]) -> tuple[list[Structure | None], dict[int, str]]:
     out: list[Structure | None] = []
@@ -147,9 +150,11 @@ def screen_records(
     t_start = time.perf_counter()
     crit = order_by_cost(parse_criteria(list(criteria)) if criteria else default_criteria())
     recs = [r.model_copy(deep=True) for r in records]
-    for r in recs:
+    for r in recs:  # a re-screen starts from a clean slate for everything this function owns
         r.verdicts, r.passed, r.rank = {}, None, None
+        r.flags = [f for f in r.flags if f not in SCREEN_FLAGS and not f.startswith("fails_after_relax:")]
         _set(r, "selected", False)
+        _set(r, "errors", {})
     n = len(recs)
     structs, bad = _structures(recs)
     for i, msg in bad.items():
