@@ -65,6 +65,31 @@ def test_second_run_processes_nothing_and_changes_are_picked_up(stores):
     assert after["cand-3"]["lambda_"] == 1.5 and "cand-99" in after and len(after) == 13
 
 
+def test_rebuild_reuses_previous_space_groups(stores, monkeypatch):
+    import spglib
+
+    from sc_inverse.builders import tc
+
+    tasks, sc, _ = stores
+    docs = [elph_task(i) for i in range(4)]
+    tasks.update(docs, key=["uuid", "index"])
+    tc._SG_CACHE.clear()
+    TcBuilder(tasks, sc).run_with_summary()
+    tc._SG_CACHE.clear()  # a new process
+
+    def no_spglib(*a, **k):
+        raise ValueError("spglib called")  # counted as a build error, not a crash
+
+    monkeypatch.setattr(spglib, "get_symmetry_dataset", no_spglib)
+    tasks.update([set_path(d, "completed_at", "2027-01-01T00:00:00") for d in docs],
+                 key=["uuid", "index"])
+    s = TcBuilder(tasks, sc).run_with_summary()
+    assert s["processed"] == 4 and s["errors"] == 0
+    tasks.update(set_path(elph_task(50), "uuid", "new"), key=["uuid", "index"])
+    tc._SG_CACHE.clear()
+    assert TcBuilder(tasks, sc).run_with_summary()["errors"] == 1  # a new cell needs spglib
+
+
 def test_malformed_documents_are_logged_skipped_counted(stores, caplog):
     tasks, sc, _ = stores
     good = [elph_task(i) for i in range(3)]

@@ -102,6 +102,9 @@ class MaterialBuilder(Builder):
     def build(self, mid: str, docs: list[dict], extra: Any) -> dict:
         raise NotImplementedError
 
+    def before_build(self, material_ids: list[str]) -> None:
+        """Hook run once with the materials about to be (re)built (e.g. warm caches)."""
+
     # -- maggma Builder ---------------------------------------------------------------------
     def ensure_indexes(self) -> None:
         for field in self.target_indexes:
@@ -158,6 +161,8 @@ class MaterialBuilder(Builder):
         self.summary["items"] = len(todo)
         logger.info("%s: %d source docs, %d materials to (re)build", type(self).__name__,
                     self.summary["source_docs"], len(todo))
+        if todo:
+            self.before_build(sorted(todo))
         yield from todo.values()
 
     def process_item(self, item: dict) -> dict:
