@@ -84,3 +84,20 @@ def test_generate_cli(tmp_path):
     from sc_inverse.records import load_records
 
     assert len(load_records(out)) == 4
+
+
+@pytest.mark.slow
+def test_evaluate_generator_cli(tmp_path):
+    """Real metrics path end to end (CrystalNN fingerprints of the test split: ~1 min)."""
+    from sc_inverse.cli import cli
+
+    cands = tmp_path / "c.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["generate", "--n", "20", "--out", str(cands)]).exit_code == 0
+    out = tmp_path / "m.json"
+    res = runner.invoke(cli, ["evaluate-generator", "--input", str(cands), "--n-coverage", "20",
+                              "--reconstruction", "5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert m["n_generated"] == 20 and 0.0 <= m["cov_recall"] <= 1.0
+    assert m["structural_validity"] >= 0.9 and "reconstruction" in m

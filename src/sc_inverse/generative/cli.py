@@ -75,9 +75,15 @@ def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta,
               type=click.Choice(["auto", "aggregate", "standard"]))
 @click.option("--device", default=None, help="cpu or cuda (default: settings.device).")
 @click.option("--batch-size", default=512, show_default=True)
+@click.option("--threads", default=None, type=int,
+              help="torch CPU threads (default: torch's; use 1 on a busy machine).")
 def generate(n, model_dir, steps_per_level, step_lr, seed, out, optimize_tc, opt_steps, symmetrize,
-             prior, device, batch_size):
+             prior, device, batch_size, threads):
     """Sample new crystals; writes a JSON list of CandidateRecords."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from sc_inverse.generative.sample import DEFAULT_STEPS_PER_LEVEL, generate_candidates
     from sc_inverse.records import save_records
     from sc_inverse.settings import get_settings

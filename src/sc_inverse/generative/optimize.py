@@ -1,7 +1,8 @@
 """Latent optimisation toward high T_c and encode→decode reconstruction.
 
 Gradient ascent on the T_c head in latent space (CDVAE's property optimisation) with a
-Gaussian-prior penalty ``prior_weight · |z|²/2`` so z stays where the decoder was trained.
+Gaussian-prior penalty (``prior_weight`` × half the squared Mahalanobis distance under the
+model's latent prior, divided by √d) so z stays where the decoder was trained.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ def optimize_latent_tc(
         p.requires_grad_(False)
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
+    fitted = bool(model.prior_fitted)
     try:
         for _ in range(steps):
             tc = model.property_head(z).squeeze(-1)  # standardised T_c
-            objective = tc - prior_weight * 0.5 * (z**2).sum(-1) / z.shape[-1] ** 0.5
+            if fitted:  # Mahalanobis distance under the fitted aggregate prior
+                w = torch.linalg.solve_triangular(model.latent_tril, (z - model.latent_mean).T, upper=False).T
+            else:
+                w = z
+            objective = tc - prior_weight * 0.5 * (w**2).sum(-1) / z.shape[-1] ** 0.5
             opt.zero_grad()
             (-objective.sum()).backward()
             opt.step()

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 CDVAE_STEPS_PER_LEVEL = 100
 DEFAULT_STEPS_PER_LEVEL = 2
 MIN_DISTANCE_A = 0.5
-COMPOSITION_TEMPERATURE = 0.7
+COMPOSITION_TEMPERATURE = 1.0
 
 
 def default_step_lr(steps_per_level: int) -> float:
@@ -65,7 +65,9 @@ def langevin_decode(
     """Decode latents ``z`` (M, latent) into crystals; returns one dict of tensors per crystal.
 
     ``composition_temperature`` < 1 sharpens the composition head before the initial types are
-    allocated: at 1 the cells get ~3.3 elements on average vs 2.6 in JARVIS-SC (measured).
+    allocated: at 1 the initial cells get ~3.3 elements on average vs 2.6 in JARVIS-SC, at 0.7
+    ~2.8; on 200-300 samples 0.7 lowered SMACT validity (0.85 -> 0.81) and uniqueness without a
+    clear gain in the element-count distance, so the default stays 1.
     """
     if steps_per_level < 1:
         raise InputError(f"steps_per_level must be >= 1, got {steps_per_level}")
