@@ -63,6 +63,10 @@ def test_entry_from_task_errors_name_the_field():
         entry_from_task({"structure": _alm().as_dict()}, "t1")
     with pytest.raises(InputError, match="structure"):
         entry_from_task({"energy_eV": 1.0, "structure": {"bad": 1}}, "t2")
+    with pytest.raises(InputError, match="nan"):
+        entry_from_task({"energy_eV": float("nan"), "structure": _alm().as_dict()}, "t3")
+    light = entry_from_task(_task(-4.4), "t4", with_structure=False)
+    assert light.composition == _alm().composition and light.energy == -4.4
 
 
 def test_load_entries(tmp_path):

@@ -100,6 +100,30 @@ def many_elph_tasks(n: int, n_templates: int = 60, distinct_structures: bool = F
     return out
 
 
+def many_scf_tasks(n: int, n_templates: int = 60) -> list[dict]:
+    """``n`` candidate scf documents (energies varied) on the synthetic prototypes, plus one
+    tagged elemental reference per element (for HullBuilder benchmarks)."""
+    from sc_inverse.thermo.jobs import REFERENCE_ROLE
+
+    templates = []
+    for i in range(n_templates):
+        st = _structure(i)
+        templates.append(scf_task(st, -5.0 * len(st), i))
+    out = []
+    for i in range(n):
+        d = copy.deepcopy(templates[i % n_templates])
+        d["uuid"] = str(uuidlib.uuid4())
+        d["completed_at"] = (datetime(2026, 1, 1) + timedelta(seconds=i)).isoformat()
+        d["metadata"] = {"candidate_id": f"cand-{i}", "origin": "generated"}
+        d["output"]["energy_eV"] += (i % 1000) / 1000 - 0.5
+        out.append(d)
+    elements = sorted({el for pair in _PROTOTYPES for el in pair})
+    for j, el in enumerate(elements):
+        st = Structure(Lattice.cubic(3.0), [el], [[0, 0, 0]])
+        out.append(scf_task(st, -4.5 - 0.1 * j, n + j, {"hull_role": REFERENCE_ROLE}))
+    return out
+
+
 def set_path(doc: dict, path: str, value: Any) -> dict:
     """Return a copy of ``doc`` with a dotted field set (to make malformed documents)."""
     doc = copy.deepcopy(doc)
@@ -111,4 +135,4 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
     return doc
 
 
-__all__ = ["elph_task", "many_elph_tasks", "scf_task", "set_path"]
+__all__ = ["elph_task", "many_elph_tasks", "many_scf_tasks", "scf_task", "set_path"]

@@ -46,6 +46,8 @@ class HullBuilder(MaterialBuilder):
         self.thermo = thermo
         self.entries_file = entries_file
         self._refs: list[ComputedEntry] = []
+        self._pd_cache: dict = {}
+        self._extra_cache: dict = {}
         super().__init__(tasks, thermo, chunk_size=chunk_size, **kwargs)
 
     def kind(self, doc: dict) -> bool:
@@ -55,7 +57,8 @@ class HullBuilder(MaterialBuilder):
 
     def select(self, doc: dict) -> str | None:
         try:
-            doc["_entry"] = entry_from_task(doc["output"], f"task:{doc['uuid']}")
+            doc["_entry"] = entry_from_task(doc["output"], f"task:{doc['uuid']}",
+                                            with_structure=False)
         except InputError as exc:
             return str(exc)
         return None
@@ -63,12 +66,13 @@ class HullBuilder(MaterialBuilder):
     def prepare(self, light_docs: list[dict]) -> None:
         ref_ids = sorted(d["uuid"] for d in light_docs
                          if (d.get("metadata") or {}).get("hull_role") == REFERENCE_ROLE)
-        self._refs = []
+        self._refs, self._pd_cache, self._extra_cache = [], {}, {}
         for doc in self._fetch(ref_ids):
             if self.select(doc) is None:
                 self._refs.append(doc["_entry"])
         if self.entries_file:
             self._refs += load_entries(self.entries_file)
+        self._ref_els = [frozenset(el.symbol for el in r.composition.elements) for r in self._refs]
 
     @staticmethod
     def _best(docs: list[dict]) -> dict:
@@ -78,18 +82,22 @@ class HullBuilder(MaterialBuilder):
 
     def group_extra(self, mid: str, light_docs: list[dict]) -> Any:
         out = self._best(light_docs).get("output") or {}
-        els = set(out.get("elements") or [])
+        els = frozenset(out.get("elements") or [])
         if not els and out.get("formula_pretty"):
-            els = {el.symbol for el in Composition(out["formula_pretty"]).elements}
-        probe = ComputedEntry(Composition({el: 1 for el in els} or {"H": 1}), 0.0, data={
-            "pseudopotentials": (out.get("input") or {}).get("pseudopotentials") or {},
-            "settings_key": settings_key(out)})
-        return sorted(f"{r.entry_id}@{r.energy:.8f}" for r in self._refs
-                      if {el.symbol for el in r.composition.elements} <= els and compatible(r, probe))
+            els = frozenset(el.symbol for el in Composition(out["formula_pretty"]).elements)
+        pseudos = (out.get("input") or {}).get("pseudopotentials") or {}
+        key = (els, tuple(sorted(pseudos.items())), settings_key(out))
+        if key not in self._extra_cache:  # many materials share a chemical system and settings
+            probe = ComputedEntry(Composition({el: 1 for el in els} or {"H": 1}), 0.0,
+                                  data={"pseudopotentials": pseudos, "settings_key": key[2]})
+            self._extra_cache[key] = sorted(
+                f"{r.entry_id}@{r.energy:.8f}" for r, r_els in zip(self._refs, self._ref_els, strict=True)
+                if r_els <= els and compatible(r, probe))
+        return self._extra_cache[key]
 
     def build(self, mid: str, docs: list[dict], extra: Any) -> dict:
         best = self._best(docs)
-        res = hull_analysis(best["_entry"], self._refs)
+        res = hull_analysis(best["_entry"], self._refs, cache=self._pd_cache)
         md = best.get("metadata") or {}
         pred = (md.get("predictions") or {}).get("e_form_eV_per_atom")
         pred = pred if isinstance(pred, (int, float)) and not isinstance(pred, bool) else None

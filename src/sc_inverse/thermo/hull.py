@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,20 @@ def settings_key(task_output: dict) -> str | None:
     return "|".join(parts)
 
 
-def entry_from_task(task_output: dict, entry_id: str) -> ComputedStructureEntry:
-    """A ``ComputedStructureEntry`` from a QE task document (PwTaskDoc/ElphTaskDoc dict)."""
+def _composition_of(sdict: dict) -> Composition:
+    """Composition straight from a ``Structure.as_dict()`` (no Structure object)."""
+    amounts: dict[str, float] = {}
+    for site in sdict["sites"]:
+        for sp in site["species"]:
+            amounts[sp["element"]] = amounts.get(sp["element"], 0.0) + float(sp.get("occu", 1))
+    if not amounts:
+        raise ValueError("structure has no sites")
+    return Composition(amounts)
+
+
+def entry_from_task(task_output: dict, entry_id: str, with_structure: bool = True) -> ComputedEntry:
+    """A ``ComputedStructureEntry`` from a QE task document (PwTaskDoc/ElphTaskDoc dict);
+    ``with_structure=False`` gives a plain ``ComputedEntry`` (what a hull needs, much faster)."""
     energy = task_output.get("energy_eV")
     structure = task_output.get("structure")
     if energy is None:
@@ -72,19 +85,24 @@ def entry_from_task(task_output: dict, entry_id: str) -> ComputedStructureEntry:
     if structure is None:
         raise InputError(f"task {entry_id}: field 'structure' is missing")
     try:
-        structure = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"task {entry_id}: field 'structure' is not a Structure ({exc})") from exc
-    try:
         energy = float(energy)
     except (TypeError, ValueError) as exc:
         raise InputError(f"task {entry_id}: field 'energy_eV' is not a number") from exc
+    if not math.isfinite(energy):
+        raise InputError(f"task {entry_id}: field 'energy_eV' is {energy}")
     inp = task_output.get("input") or {}
-    return ComputedStructureEntry(
-        structure, energy, entry_id=entry_id,
-        data={"pseudopotentials": dict(inp.get("pseudopotentials") or {}),
-              "settings_key": settings_key(task_output)},
-    )
+    data = {"pseudopotentials": dict(inp.get("pseudopotentials") or {}),
+            "settings_key": settings_key(task_output)}
+    try:
+        if isinstance(structure, Structure):
+            pass
+        elif with_structure:
+            structure = Structure.from_dict(structure)
+        else:
+            return ComputedEntry(_composition_of(structure), energy, entry_id=entry_id, data=data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"task {entry_id}: field 'structure' is not a Structure ({exc})") from exc
+    return ComputedStructureEntry(structure, energy, entry_id=entry_id, data=data)
 
 
 def load_entries(path: str | Path) -> list[ComputedEntry]:
@@ -131,8 +149,12 @@ def chemsys(entry: ComputedEntry | Composition) -> str:
     return "-".join(sorted(el.symbol for el in comp.elements))
 
 
-def hull_analysis(entry: ComputedEntry, references: list[ComputedEntry]) -> HullResult:
-    """E_form/atom and E_above_hull/atom of ``entry`` against compatible ``references``."""
+def hull_analysis(entry: ComputedEntry, references: list[ComputedEntry],
+                  cache: dict | None = None) -> HullResult:
+    """E_form/atom and E_above_hull/atom of ``entry`` against compatible ``references``.
+
+    ``cache`` (a dict kept by the caller) re-uses the PhaseDiagram of an identical reference
+    set - the builders place thousands of candidates on a few chemical systems."""
     elements = {el.symbol for el in entry.composition.elements}
     refs = [r for r in references
             if {el.symbol for el in r.composition.elements} <= elements and compatible(r, entry)]
@@ -147,7 +169,12 @@ def hull_analysis(entry: ComputedEntry, references: list[ComputedEntry]) -> Hull
     if missing:
         result["missing_elements"] = missing
         return HullResult(**result)
-    pd = PhaseDiagram(refs)
+    key = tuple(sorted((str(r.entry_id), round(r.energy, 8)) for r in refs))
+    pd = cache.get(key) if cache is not None else None
+    if pd is None:
+        pd = PhaseDiagram(refs)
+        if cache is not None:
+            cache[key] = pd
     decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True, check_stable=False)
     result.update(
         e_form_eV_per_atom=pd.get_form_energy_per_atom(entry),
