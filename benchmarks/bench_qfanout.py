@@ -2,14 +2,18 @@
 
 Runs the scf once, then
   1. monolithic ph.x, 1 process;
-  2. monolithic ph.x, ``mpirun -np N`` (the fair use of N cores without fan-out), if mpirun works;
+  2. with ``--mpi``: monolithic ph.x under ``mpirun -np N`` (N cores without fan-out);
   3. fan-out: q-point 1 (Γ) first (its dyn0 lists the irreducible q), the others as independent
      ph.x runs on a pool of N workers (1 process each; what a cluster does with one job per q),
      merge;
 and prints wall times and λ/ω_log at σ = 0.010 Ry for each. It calls the same functions the
 Makers use (``run_ph``, ``run_qpoint``, ``gather_qpoints``, ``analyse_elph``). Numbers, no asserts.
 
-    .venv/bin/python benchmarks/bench_qfanout.py [--workers 2] [--workdir /tmp/bench_qfanout]
+    .venv/bin/python benchmarks/bench_qfanout.py [--workers 2] [--mpi] [--workdir /tmp/bench_qfanout]
+
+Besides wall time it reports the CPU seconds of the QE processes, which do not depend on what
+else runs on the machine, and the fan-out critical path (Γ + slowest q-point + gather) that a
+cluster with one core per q-point would see.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_qfanout"))
     ap.add_argument("--pseudo-dir", default="/usr/share/espresso/pseudo")
+    ap.add_argument("--mpi", action="store_true",
+                    help="also time monolithic ph.x under 'mpirun -np WORKERS' (slow when the "
+                         "cores are shared: OpenMPI busy-waits)")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     _reset_settings()
@@ -96,7 +103,7 @@ def main() -> None:
     results.append(("monolithic ph.x, 1 process", t_ph, cpu, *_analyse(d, structure)))
 
     # 2. monolithic, MPI over the workers
-    if shutil.which("mpirun"):
+    if args.mpi and shutil.which("mpirun"):
         flags = "--allow-run-as-root " if os.geteuid() == 0 else ""
         _reset_settings(f"mpirun {flags}-np {args.workers}")
         d = wd / "mono_mpi"

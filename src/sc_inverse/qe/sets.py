@@ -252,7 +252,8 @@ def clean_structure(structure: Structure) -> Structure:
         raise InputError("structure has no sites or a zero-volume cell")
     s = structure.copy()
     s.remove_oxidation_states()
-    s.remove_site_property("magmom") if "magmom" in s.site_properties else None
+    for prop in list(s.site_properties):  # magmoms, selective dynamics: not used by this workflow
+        s.remove_site_property(prop)
     if len(s) > 1 and min(s.distance_matrix[i, j] for i in range(len(s)) for j in range(i)) < 0.5:
         raise InputError(f"{s.composition.reduced_formula}: atoms closer than 0.5 Å")
     return s
