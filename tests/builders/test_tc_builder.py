@@ -130,13 +130,20 @@ def test_same_builder_on_mongodb_memorystore():
 
 
 def test_runs_under_mrun(stores, tmp_path):
+    """maggma's own runner, on the serialised default builders (Tc + Hull, embedded store)."""
     from monty.serialization import dumpfn
 
-    tasks, sc, _ = stores
-    tasks.update([elph_task(i) for i in range(4)], key=["uuid", "index"])
+    from sc_inverse.builders import default_builders
+
+    tasks, sc, th = stores
+    docs = [elph_task(i) for i in range(4)]
+    tasks.update(docs, key=["uuid", "index"])
     f = tmp_path / "builders.json"
-    dumpfn(TcBuilder(tasks, sc), f)
+    dumpfn(default_builders(), f)
     proc = subprocess.run([str(Path(sys.executable).parent / "mrun"), "--no_bars", str(f)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(_docs(sc)) == 4
+    with th:
+        assert th.count() == 4  # elph docs carry energies; no references -> missing_elements
+        assert all(d["missing_elements"] for d in th.query({}))
