@@ -78,3 +78,27 @@ def test_run_builders_and_query_on_mongodb_stores():
     assert summary["TcBuilder"]["processed"] == 6 and summary["HullBuilder"]["errors"] == 0
     rows = query_results(tc_min=0.0, superconductors=sc, thermo=th)
     assert len(rows) == 6 and all(r["e_form_eV_per_atom"] is not None for r in rows)
+
+
+def test_build_collections_job_at_the_end_of_a_flow():
+    from jobflow import Flow, job
+
+    from sc_inverse.builders.jobs import build_collections
+    from sc_inverse.stores import get_job_store
+    from sc_inverse.workflows import run_flow_locally
+
+    @job
+    def fake_elph(i: int) -> dict:  # stands for a QE elph job: returns a real ElphTaskDoc dict
+        return elph_task(i)["output"]
+
+    jobs = [fake_elph(i) for i in range(3)]
+    for i, j in enumerate(jobs):
+        j.update_metadata({"candidate_id": f"x{i}", "origin": "generated"})
+    b = build_collections(wait_for=[j.output for j in jobs], only=["TcBuilder"])
+    store = get_job_store()
+    run_flow_locally(Flow([*jobs, b]), store=store, log=False, raise_immediately=True)
+    with store:
+        summary = store.get_output(b.uuid)
+    assert summary["TcBuilder"]["processed"] == 3
+    rows = json.loads(CliRunner().invoke(cli, ["query", "--format", "json"]).output)
+    assert sorted(r["material_id"] for r in rows) == ["x0", "x1", "x2"]
