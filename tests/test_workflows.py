@@ -52,6 +52,20 @@ def kill_once(x: float, marker: str, flush_launchpad: bool) -> float:
     return x * 2
 
 
+@job
+def fan_out(n: int):
+    """Replaces itself by n jobs at run time (like the q-point fan-out of QeElphMaker)."""
+    from jobflow import Response
+
+    jobs = [add_one(float(i)) for i in range(n)]
+    return Response(replace=Flow(jobs, output=[j.output for j in jobs]))
+
+
+@job
+def total(xs: list) -> float:
+    return float(sum(xs))
+
+
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +208,25 @@ def test_rlaunch_embedded_writes_to_embedded_jobstore(fw_env):
     docs = {d["uuid"]: d for d in _outputs()}
     assert docs[a.uuid]["output"] == 2.0 and docs[b.uuid]["output"] == 3.0
     assert len(docs) == 2
+
+
+def test_rlaunch_runs_dynamic_fan_out_with_category_and_store(fw_env):
+    fo = fan_out(3)
+    fo.update_config({"manager_config": {"_category": "qe"}})
+    t = total(fo.output)
+    _submit(fw_env, Flow([fo, t], name="dynamic"))
+    qe_only = fw_env["dir"] / "qe.yaml"
+    qe_only.write_text("name: qe\ncategory: qe\nquery: '{}'\n")
+    _rlaunch(fw_env, fworker=qe_only)  # the fan-out and the jobs it creates are all 'qe'
+    names = dict(_fw_states(fw_env))
+    assert [st for n, st in _fw_states(fw_env) if n == "add_one"] == ["COMPLETED"] * 3
+    assert names["total"] == "READY"  # no category: left for another worker
+    _rlaunch(fw_env)
+    assert _states(fw_env) == {"COMPLETED"}
+    from sc_inverse.stores import get_job_store
+
+    with get_job_store() as store:
+        assert store.get_output(t.uuid) == 6.0  # 1 + 2 + 3, via the replaced outputs
 
 
 @pytest.mark.parametrize("flush", [True, False], ids=["lost-run-recovered", "state-lost-rerun"])
