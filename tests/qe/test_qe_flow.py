@@ -192,3 +192,14 @@ def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch)
     final = Structure.from_dict(doc["structure"])
     assert final.volume != pytest.approx(al_structure.volume, rel=1e-4)
     assert doc["input"]["parameters"]["electrons"]["mixing_mode"] == "'local-TF'"
+
+
+@requires_qe
+@pytest.mark.qe
+def test_stability_flag_follows_threshold(al_elph_dir, al_structure):
+    """Al's softest mode is ~0 cm⁻¹ (acoustic at Γ): stable at -20, 'unstable' at +50."""
+    strict = TEST.with_updates(imaginary_threshold_cm1=50.0)
+    doc = analyse_elph(al_elph_dir, strict, (8, 8, 8), (4, 4, 4), al_structure, None, "elph",
+                       [], [], "", False)
+    assert doc.dynamically_stable is False and doc.imaginary_threshold_cm1 == 50.0
+    assert -1.0 < doc.min_frequency_cm1 < 50.0
