@@ -61,6 +61,7 @@ def langevin_decode(
     batch_size: int = 512,
     progress: bool = False,
     composition_temperature: float = COMPOSITION_TEMPERATURE,
+    type_update_min_sigma: float = 0.0,
 ) -> list[dict]:
     """Decode latents ``z`` (M, latent) into crystals; returns one dict of tensors per crystal.
 
@@ -103,12 +104,14 @@ def langevin_decode(
                 noise = torch.randn(frac.shape, generator=generator, device=dev) * math.sqrt(2 * alpha)
                 dcart = alpha * u / sigma + noise
                 frac = (frac + torch.einsum("nk,nkl->nl", dcart, inv_atom)) % 1.0
-                types = logits.argmax(-1)
+                if sigma >= type_update_min_sigma:
+                    types = logits.argmax(-1)
                 if bar is not None:
                     bar.update(1)
         u, logits = model.decoder(zc, types, frac, lattice, n, torch.full((len(n),), s_min, device=dev))
         frac = (frac + torch.einsum("nk,nkl->nl", s_min * u, inv_atom)) % 1.0
-        types = logits.argmax(-1)
+        if s_min >= type_update_min_sigma:
+            types = logits.argmax(-1)
         counts = n.tolist()
         for i, (f, t) in enumerate(zip(frac.split(counts), types.split(counts), strict=True)):
             out.append({"frac": f.cpu(), "types": t.cpu(), "lengths": lengths[i].cpu(),
