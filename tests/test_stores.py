@@ -84,15 +84,17 @@ def test_embedded_update_is_an_upsert_by_key(tmp_path):
 
 def test_embedded_fast_query_matches_montydb(tmp_path):
     s = EmbeddedStore("c", database_path=str(tmp_path / "db"), key="uuid")
-    docs = [{"uuid": f"u{i}", "grp": i % 3, "out": {"v": float(-i), "k": "elph" if i % 2 else "scf"}}
-            for i in range(40)]
+    docs = [{"uuid": f"u{i}", "grp": i % 3, "out": {"v": float(-i), "k": "elph" if i % 2 else "scf"},
+             "tags": ["a", f"t{i % 4}"]} for i in range(40)]
     with s:
         s.update(docs)
         slow = MontyStore.query  # montydb's own engine as the reference
         for crit, kw in [({}, {}), ({"grp": 1}, {}), ({"out.k": "elph"}, {"properties": ["uuid", "out.v"]}),
                          ({"grp": 2}, {"sort": {"out.v": 1}, "skip": 2, "limit": 3}),
                          ({"out.v": {"$lt": -30}}, {}), ({"uuid": {"$in": ["u1", "u5", "x"]}}, {}),
-                         ({"grp": 0, "uuid": {"$in": ["u3", "u4"]}}, {"properties": ["grp"]})]:
+                         ({"grp": 0, "uuid": {"$in": ["u3", "u4"]}}, {"properties": ["grp"]}),
+                         ({"nope": None}, {}), ({"grp": None}, {}), ({"tags": "t1"}, {}),
+                         ({"tags": {"$in": ["t2", "zz"]}}, {}), ({"nope": {"$in": [None]}}, {})]:
             fast = list(s.query(crit, **kw))
             ref = list(slow(s, criteria=crit, **kw))
             if "sort" not in kw:

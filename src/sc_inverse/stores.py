@@ -94,13 +94,27 @@ def _get_path(doc: Mapping, path: str) -> Any:
 
 
 def _matches(doc: Mapping, criteria: dict) -> bool:
+    """MongoDB semantics for equality and ``$in`` (arrays match by any element, None matches
+    a missing field)."""
     for k, want in criteria.items():
         have = _get_path(doc, k)
-        if isinstance(want, dict):  # {"$in": [...]} (the only operator of the fast path)
-            if have is _MISSING or have not in want["$in"]:
+        if isinstance(want, dict):  # {"$in": set}
+            values = have if isinstance(have, list) else [None if have is _MISSING else have]
+            if not any(_hashable(v) and v in want["$in"] for v in values):
                 return False
-        elif have != want:
+        elif want is None:
+            if have is not _MISSING and have is not None:
+                return False
+        elif have != want and not (isinstance(have, list) and want in have):
             return False
+    return True
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
     return True
 
 
