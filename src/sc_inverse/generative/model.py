@@ -133,9 +133,10 @@ class CDVAE(nn.Module):
         self.latent_tril.copy_(torch.linalg.cholesky(cov).float())
         self.prior_fitted.fill_(True)
 
-    def sample_latent(self, n: int, generator=None, prior: str = "auto") -> torch.Tensor:
-        """z from the fitted aggregate prior (``auto``/``aggregate``) or N(0, I) (``standard``)."""
-        eps = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.latent_mean.device)
+    def sample_latent(self, n: int, generator=None, prior: str = "auto", scale: float = 1.0) -> torch.Tensor:
+        """z from the fitted aggregate prior (``auto``/``aggregate``) or N(0, I) (``standard``);
+        ``scale`` multiplies the spread (> 1: more diverse, further from the data)."""
+        eps = scale * torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.latent_mean.device)
         if prior == "standard" or (prior == "auto" and not bool(self.prior_fitted)):
             return eps
         if prior not in ("auto", "aggregate"):

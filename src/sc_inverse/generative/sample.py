@@ -177,6 +177,7 @@ def generate_candidates(
     device: str = "cpu",
     progress: bool = True,
     prior: str = "auto",
+    prior_scale: float = 1.0,
 ):
     """Sample ``n`` crystals from a CDVAE checkpoint and return ``list[CandidateRecord]``.
 
@@ -192,7 +193,7 @@ def generate_candidates(
         raise InputError(f"number of structures to generate must be >= 1, got {n}")
     model, info = load_model(model_dir, device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    z = model.sample_latent(n, gen, prior)
+    z = model.sample_latent(n, gen, prior, prior_scale)
     tc_latent = None
     if optimize_tc:
         from sc_inverse.generative.optimize import optimize_latent_tc
@@ -226,6 +227,7 @@ def generate_candidates(
             "schedule": schedule,
             "optimize_tc": optimize_tc,
             "latent_prior": "aggregate" if (prior != "standard" and bool(model.prior_fitted)) else "standard",
+            "prior_scale": prior_scale,
             "tc_K_latent": float(tc_latent[i]),
         }
         records.append(
