@@ -88,8 +88,13 @@ def dft_stage(
     build: bool = True,
     started_at: float | None = None,
     collected_at: float | None = None,
+    qe_category: str | None = None,
 ) -> Response:
-    """Choose the DFT set and replace this job by the QE + hull fan-out and a finalize job."""
+    """Choose the DFT set and replace this job by the QE + hull fan-out and a finalize job.
+
+    ``qe_category``: FireWorks category put on the QE jobs created here (they are born at run
+    time, after ``submit`` tagged the static jobs), so a cluster's QE worker picks them up.
+    """
     from sc_inverse.errors import MissingPseudopotentialError
     from sc_inverse.qe.flows import ElectronPhononTcMaker
     from sc_inverse.qe.pseudos import find_pseudopotentials
@@ -157,7 +162,12 @@ def dft_stage(
     )
     fin.config = JobConfig(on_missing_references=OnMissing.NONE, expose_store=True)
     jobs.append(fin)
-    return Response(replace=Flow(jobs, output=fin.output, name="DFT validation"))
+    replacement = Flow(jobs, output=fin.output, name="DFT validation")
+    if qe_category:
+        from sc_inverse.workflows import set_categories
+
+        set_categories(replacement, qe_category=qe_category)
+    return Response(replace=replacement)
 
 
 def _dump(x: Any) -> dict | None:
@@ -261,6 +271,7 @@ class InverseDesignMaker(Maker):
     generate_maker: GenerateCandidatesMaker = field(default_factory=GenerateCandidatesMaker)
     screen_maker: ScreenCandidatesMaker = field(default_factory=ScreenCandidatesMaker)
     extra_records: list[dict] = field(default_factory=list)
+    qe_category: str | None = None
 
     def make(self, run_dir: str | Path) -> Flow:
         run_dir = str(Path(run_dir).resolve())
@@ -271,7 +282,7 @@ class InverseDesignMaker(Maker):
         dft = dft_stage(
             screen.output, run_dir, self.top_k, self.preset, self.pseudo_dir, self.pseudo_pattern,
             hull=self.hull, build=self.build, started_at=started,
-            collected_at=collect.output["completed_at"],
+            collected_at=collect.output["completed_at"], qe_category=self.qe_category,
         )
         return Flow([gen, collect, screen, dft], output=dft.output, name=self.name)
 
@@ -281,7 +292,7 @@ class InverseDesignMaker(Maker):
 # ---------------------------------------------------------------------------------------------
 def make_inverse_design_flow(n: int, top_k: int, preset: str, seed: int, optimize_tc: bool,
                              include: Path | None, run_dir: Path, relax: bool = True,
-                             pseudo_dir: str | None = None) -> Flow:
+                             pseudo_dir: str | None = None, qe_category: str | None = None) -> Flow:
     """The flow ``run`` and ``submit inverse-design`` build from their options."""
     from sc_inverse.records import load_records
 
@@ -290,7 +301,7 @@ def make_inverse_design_flow(n: int, top_k: int, preset: str, seed: int, optimiz
         n_candidates=n, top_k=top_k, preset=preset, seed=seed, pseudo_dir=pseudo_dir,
         generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc),
         screen_maker=ScreenCandidatesMaker(relax=relax),
-        extra_records=extra,
+        extra_records=extra, qe_category=qe_category,
     ).make(run_dir)
 
 
@@ -356,3 +367,29 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, store, run_nam
     click.echo(f"wall time: {elapsed:.0f} s")
     print_top(query_results())
     click.echo(f"\nreport: sc-inverse report --run {run_dir.root} --out {run_dir.root / 'report'}")
+
+
+@click.command("inverse-design")
+@_with_flow_options
+@click.option("--launchpad", "launchpad_file", type=click.Path(path_type=Path), default=None,
+              help="LaunchPad YAML (default: settings.launchpad_file).")
+@click.option("--category", default=None,
+              help="FireWorks category of QE jobs (default: my_fworker.yaml's, or 'qe').")
+@click.option("--run-name", default=None, help="Run folder name under <data_dir>/runs.")
+def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_dir,
+                          launchpad_file, category, run_name) -> None:
+    """The whole inverse-design flow to the LaunchPad; QE jobs tagged for `qlaunch` workers.
+
+    The run folder must live on a filesystem the workers share (SC_INVERSE_DATA_DIR).
+    """
+    from sc_inverse.runs import new_run_dir
+    from sc_inverse.workflows import fworker_category, submit_flow
+
+    run_dir = new_run_dir(run_name)
+    category = category or fworker_category()
+    flow = make_inverse_design_flow(n, top_k, preset, seed, optimize_tc, include, run_dir.root,
+                                    pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
+                                    qe_category=category)
+    ids = submit_flow(flow, launchpad=launchpad_file, qe_category=category)
+    click.echo(f"submitted {len(ids)} fireworks (run folder {run_dir.root}); "
+               "QE jobs are added at run time by the DFT stage and inherit the QE category")

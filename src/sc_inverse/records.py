@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError
@@ -49,6 +49,12 @@ class CandidateRecord(BaseModel):
     verdicts: dict[str, Verdict] = Field(default_factory=dict)
     passed: bool | None = None
     rank: int | None = None
+
+    @field_validator("structure", mode="before")
+    @classmethod
+    def _structure_as_dict(cls, v):
+        """jobflow/monty decode stored dicts back into Structures; keep the dict form."""
+        return v.as_dict() if isinstance(v, Structure) else v
 
     def get_structure(self) -> Structure:
         return Structure.from_dict(self.structure)

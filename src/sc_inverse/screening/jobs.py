@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobflow import Maker, job
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from sc_inverse.records import CandidateRecord, record_from_dict
 
@@ -21,6 +21,12 @@ class ScreenOutput(BaseModel):
     selected_structures: list[dict] = Field(
         default_factory=list, description="pymatgen dicts of the selected (MLIP-relaxed) structures"
     )
+
+    @field_validator("selected_structures", mode="before")
+    @classmethod
+    def _as_dicts(cls, v):
+        """jobflow/monty decode stored structure dicts into Structures; keep dicts."""
+        return [x.as_dict() if hasattr(x, "as_dict") else x for x in (v or [])]
 
 
 def _as_record(r: Any, i: int) -> CandidateRecord:
