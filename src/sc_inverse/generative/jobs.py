@@ -35,7 +35,7 @@ class GenerateCandidatesMaker(Maker):
     steps_per_level: int | None = None  # None = sample.DEFAULT_STEPS_PER_LEVEL
     step_lr: float | None = None
     optimize_tc: bool = False
-    opt_steps: int = 100
+    opt_steps: int = 20
     opt_lr: float = 0.05
     symmetrize: bool = True
     prior: str = "auto"

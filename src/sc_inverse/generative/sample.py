@@ -170,7 +170,7 @@ def generate_candidates(
     steps_per_level: int = DEFAULT_STEPS_PER_LEVEL,
     step_lr: float | None = None,
     optimize_tc: bool = False,
-    opt_steps: int = 100,
+    opt_steps: int = 20,
     opt_lr: float = 0.05,
     symmetrize: bool = False,
     batch_size: int = 512,
