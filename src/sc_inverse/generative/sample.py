@@ -237,7 +237,7 @@ def generate_candidates(
                 origin="generated",
                 provenance=prov,
                 flags=flags[i],
-                symmetry=sym_info[i],
+                symmetry=sym_info[i].model_dump() if sym_info[i] is not None else None,
                 predictions={"tc_K_cdvae": float(tc_re[i])},
             )
         )
