@@ -13,6 +13,10 @@ def test_scaled_test_preset_keeps_al_grids_and_coarsens_q():
     assert p.qpoints_grid == (2, 2, 2)
     big = Structure(Lattice.orthorhombic(4.0, 6.0, 12.0), ["Mg"], [[0, 0, 0]])
     assert scaled_test_preset(big).kpoints_grid == (6, 4, 2)
+    assert scaled_test_preset(big).qpoints_grid == (2, 1, 1)
+    odd = Structure(Lattice.orthorhombic(3.2, 3.7, 3.7), ["Mg"], [[0, 0, 0]])
+    assert scaled_test_preset(odd).kpoints_grid == (7, 6, 6)
+    assert scaled_test_preset(odd).qpoints_grid == (1, 2, 2)  # q must divide k for ph.x
     assert get_preset("test").qpoints_grid == (4, 4, 4)  # the Al acceptance preset is untouched
     assert scaled_test_preset(al, "paper") is get_preset("paper")
 

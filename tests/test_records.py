@@ -76,3 +76,12 @@ def test_pw_input_is_read_by_the_common_loader(tmp_path):
     f.write_text(head.format(ibrav=2, cd=", celldm(1)=7.5") + tail)
     with pytest.raises(InputError, match="al.pwi: not a readable pw.x input"):
         load_records(f)
+
+
+def test_record_keeps_plain_json_when_fed_decoded_objects(nacl):
+    from sc_inverse.records import CandidateRecord
+
+    rec = CandidateRecord(id="x", structure=nacl, provenance={"unrelaxed_structure": nacl})
+    dumped = rec.model_dump(mode="json")
+    assert dumped["structure"]["@class"] == "Structure"
+    assert dumped["provenance"]["unrelaxed_structure"]["@class"] == "Structure"

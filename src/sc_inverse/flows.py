@@ -48,7 +48,8 @@ def scaled_test_preset(structure: Structure, base: Any = "test"):
 
     The fixed 8³/16³/4³ grids of the Al example would be far too dense for a larger generated
     cell; here n_k = ceil(L/a) with L = :data:`TEST_K_LENGTH_A`, la2F and matdyn grids twice
-    that, and q = ceil(n_k/4) (a divisor-free coarse q grid keeps ph.x cheap).
+    that, and q the largest divisor of n_k not above ceil(n_k/4) (ph.x needs q | k; a coarse q
+    grid keeps ph.x cheap).
     """
     from sc_inverse.qe.sets import get_preset
 
@@ -57,7 +58,7 @@ def scaled_test_preset(structure: Structure, base: Any = "test"):
         return preset
     k = tuple(max(1, math.ceil(TEST_K_LENGTH_A / a)) for a in structure.lattice.abc)
     dense = tuple(2 * n for n in k)
-    q = tuple(max(1, math.ceil(n / 4)) for n in k)
+    q = tuple(max(d for d in range(1, n + 1) if n % d == 0 and d <= math.ceil(n / 4)) for n in k)
     return preset.with_updates(
         name=f"{preset.name}-scaled", kpoints_grid=k, la2f_kpoints_grid=dense, qpoints_grid=q,
         matdyn_nk=dense,

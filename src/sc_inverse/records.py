@@ -18,7 +18,8 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from monty.json import MSONable
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError
@@ -31,6 +32,17 @@ class SymmetryInfo(BaseModel):
     spacegroup_after: str | None = None
     rms_displacement_A: float | None = None
     tolerance_A: float | None = None
+
+
+def _msonable_to_dicts(obj: Any) -> Any:
+    """Recursively turn MSONable objects (Structure, ...) into their dicts; leave the rest."""
+    if isinstance(obj, MSONable):
+        return obj.as_dict()
+    if isinstance(obj, dict):
+        return {k: _msonable_to_dicts(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_msonable_to_dicts(v) for v in obj)
+    return obj
 
 
 class CandidateRecord(BaseModel):
@@ -50,11 +62,12 @@ class CandidateRecord(BaseModel):
     passed: bool | None = None
     rank: int | None = None
 
-    @field_validator("structure", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _structure_as_dict(cls, v):
-        """jobflow/monty decode stored dicts back into Structures; keep the dict form."""
-        return v.as_dict() if isinstance(v, Structure) else v
+    def _msonable_as_dicts(cls, data):
+        """jobflow/monty decode stored dicts back into Structures (also nested ones, e.g. in
+        ``provenance``); a record keeps plain JSON so it can be dumped and stored again."""
+        return _msonable_to_dicts(data) if isinstance(data, dict) else data
 
     def get_structure(self) -> Structure:
         return Structure.from_dict(self.structure)
