@@ -76,8 +76,9 @@ def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta,
               type=click.Choice(["auto", "aggregate", "standard"]))
 @click.option("--device", default=None, help="cpu or cuda (default: settings.device).")
 @click.option("--batch-size", default=512, show_default=True)
-@click.option("--threads", default=None, type=int,
-              help="torch CPU threads (default: torch's; use 1 on a busy machine).")
+@click.option("--threads", default=1, show_default=True, type=int,
+              help="torch CPU threads; 0 = torch's default. On a busy 2-core machine 1 thread was "
+                   "2x faster than 2 (3 000 structures: 352 s vs 720 s).")
 def generate(n, model_dir, steps_per_level, step_lr, seed, out, optimize_tc, opt_steps, symmetrize,
              prior, device, batch_size, threads):
     """Sample new crystals; writes a JSON list of CandidateRecords."""
