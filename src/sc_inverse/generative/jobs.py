@@ -41,11 +41,16 @@ class GenerateCandidatesMaker(Maker):
     prior: str = "auto"
     device: str = "cpu"
     batch_size: int = 512
+    threads: int = 1  # torch CPU threads (0 = torch's default); 1 is 2x faster on a busy 2-core box
 
     @job(output_schema=GeneratedCandidates, data=["records"])
     def make(self, n: int, seed: int = 0) -> GeneratedCandidates:
         from sc_inverse.generative.sample import DEFAULT_STEPS_PER_LEVEL, generate_candidates
 
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         steps = self.steps_per_level or DEFAULT_STEPS_PER_LEVEL
         records = generate_candidates(
             n, model_dir=self.model_dir, seed=seed, steps_per_level=steps, step_lr=self.step_lr,
