@@ -19,3 +19,15 @@ def tiny_model_dir(tmp_path_factory):
                        model_overrides=TINY_MODEL, progress=False, command="pytest tiny model")
     assert math.isfinite(res.val_mae)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny graphs gain nothing from threads, and on a busy 2-core box OpenMP spin-waits can
+    make them 10x slower: screening tests run on one thread (restored afterwards)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
