@@ -71,3 +71,34 @@ def test_chgnet_relaxation_and_formation_energy(tmp_path):
     r = out["relax"]
     assert r.error is None and r.steps > 0 and r.volume_change_frac < 0  # 4.4 A -> ~4.25 A
     assert -2.5 < out["e_form_eV_per_atom"] < -1.0  # DFT (PBE) ~ -1.8 eV/atom
+
+
+def test_shipped_chgnet_references_seed_the_cache_only_for_the_default_relaxer(tmp_path):
+    from sc_inverse.screening.relax import SHIPPED_REFERENCES
+
+    shipped = json.loads(SHIPPED_REFERENCES.read_text())
+    assert {"Al", "Nb", "N", "B", "Mg"} <= set(shipped)
+
+    class NoCalc(MlipRelaxer):
+        def relax(self, *a, **k):
+            raise AssertionError("a shipped reference was recomputed")
+
+    refs = ElementalReferences(NoCalc("CHGNet"), cache_file=tmp_path / "r.json")
+    assert refs.energy_per_atom("Nb") == shipped["Nb"]["energy_per_atom_eV"]
+    assert "Nb" not in ElementalReferences(NoCalc("CHGNet", fmax=0.01), cache_file=tmp_path / "s.json").refs
+    assert "Nb" not in ElementalReferences(MlipRelaxer(EMT()), cache_file=tmp_path / "t.json").refs
+
+
+def test_hull_is_built_per_chemical_system(tmp_path):
+    """Candidates of different systems must not pull in compounds of the union of elements."""
+    from sc_inverse.screening.relax import e_above_hull
+
+    refs = ElementalReferences(MlipRelaxer(EMT()), cache_file=tmp_path / "r.json")
+    asked: list[set] = []
+    refs.compound_entries = lambda els, max_atoms=24: asked.append(set(els)) or []
+    refs.refs.update({el: {"energy_per_atom_eV": 0.0, "prototype": "fcc"} for el in ("Cu", "Al", "Ni")})
+    from pymatgen.core import Composition
+
+    out = e_above_hull({"a": (Composition("CuAl"), -0.1), "b": (Composition("Ni"), 0.05)}, refs)
+    assert sorted(map(sorted, asked)) == [["Al", "Cu"], ["Ni"]]
+    assert out["a"] == 0.0 and abs(out["b"] - 0.05) < 1e-9

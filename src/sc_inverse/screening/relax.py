@@ -179,6 +179,22 @@ def _prototypes(symbol: str) -> list[tuple[str, Structure]]:
     return protos
 
 
+#: CHGNet elemental references of every element in the packaged JARVIS-SC set, computed with
+#: :class:`ElementalReferences` at the default relaxer settings (all prototypes of
+#: :func:`_prototypes`), shipped so a first screen does not spend minutes on them
+SHIPPED_REFERENCES = Path(__file__).parent / "models" / "chgnet_elemental_refs.json"
+
+
+def shipped_references(relaxer: MlipRelaxer) -> dict[str, Any]:
+    """The shipped elemental references when ``relaxer`` is the default CHGNet one, else {}."""
+    default = MlipRelaxer()
+    same = (relaxer.name == default.name and relaxer.fmax == default.fmax
+            and relaxer.relax_cell == default.relax_cell)
+    if not same or not SHIPPED_REFERENCES.is_file():
+        return {}
+    return {k: v for k, v in json.loads(SHIPPED_REFERENCES.read_text()).items() if not k.startswith("_")}
+
+
 class ElementalReferences:
     """Per-element lowest energy per atom (eV/atom) with one calculator, cached on disk."""
 
@@ -189,10 +205,10 @@ class ElementalReferences:
 
             cache_file = Path(get_settings().data_dir) / "mlip_refs" / f"{relaxer.name.lower()}_elemental_refs.json"
         self.cache_file = Path(cache_file)
-        self.refs: dict[str, Any] = {}
+        self.refs: dict[str, Any] = dict(shipped_references(relaxer))
         if self.cache_file.is_file():
             try:
-                self.refs = json.loads(self.cache_file.read_text())
+                self.refs.update(json.loads(self.cache_file.read_text()))
             except json.JSONDecodeError:
                 log.warning("ignoring unreadable reference cache %s", self.cache_file)
 
@@ -287,11 +303,19 @@ def e_above_hull(
     if not entries:
         return {}
     cand = {i: PDEntry(Composition(c), e * Composition(c).num_atoms, name=i) for i, (c, e) in entries.items()}
-    els = {el.symbol for c, _ in entries.values() for el in Composition(c)}
-    refs_e = refs.entries(els) + refs.compound_entries(els)
-    extra = [e for e in (reference_entries or []) if {x.symbol for x in e.composition} <= els]
-    pd = PhaseDiagram(list(cand.values()) + refs_e + extra)
-    return {i: float(pd.get_e_above_hull(e, allow_negative=True)) for i, e in cand.items()}
+    # one hull per chemical system: the union of all candidates' elements would pull in (and
+    # MLIP-relax) every training compound of a many-element batch
+    by_system: dict[frozenset[str], list[str]] = {}
+    for i, e in cand.items():
+        by_system.setdefault(frozenset(x.symbol for x in e.composition), []).append(i)
+    out: dict[str, float] = {}
+    for els, ids in by_system.items():
+        refs_e = refs.entries(els) + refs.compound_entries(els)
+        extra = [e for e in (reference_entries or []) if {x.symbol for x in e.composition} <= els]
+        batch = [e for e in cand.values() if {x.symbol for x in e.composition} <= els]
+        pd = PhaseDiagram(batch + refs_e + extra)
+        out.update({i: float(pd.get_e_above_hull(cand[i], allow_negative=True)) for i in ids})
+    return out
 
 
 def relax_and_score(
