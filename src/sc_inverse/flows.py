@@ -59,8 +59,10 @@ def scaled_test_preset(structure: Structure, base: Any = "test"):
     k = tuple(max(1, math.ceil(TEST_K_LENGTH_A / a)) for a in structure.lattice.abc)
     dense = tuple(2 * n for n in k)
     q = tuple(max(d for d in range(1, n + 1) if n % d == 0 and d <= math.ceil(n / 4)) for n in k)
+    # same name: energies stay comparable with references of this preset (same functional,
+    # cutoffs and pseudopotentials; k grids always differ between cells)
     return preset.with_updates(
-        name=f"{preset.name}-scaled", kpoints_grid=k, la2f_kpoints_grid=dense, qpoints_grid=q,
+        kpoints_grid=k, la2f_kpoints_grid=dense, qpoints_grid=q,
         matdyn_nk=dense,
     )
 
@@ -149,7 +151,7 @@ def dft_stage(
             from sc_inverse.thermo.jobs import ConvexHullMaker
 
             hull_job = ConvexHullMaker(use_store_references=False).make(
-                task_doc=epc.output, references=refs.output, entry_id=rec.id
+                task_doc=scf_output(epc), references=refs.output, entry_id=rec.id
             )
             tag_candidate(hull_job, rec.id, origin=rec.origin, predictions=rec.predictions)
             jobs.append(hull_job)
@@ -169,6 +171,20 @@ def dft_stage(
 
         set_categories(replacement, qe_category=qe_category)
     return Response(replace=replacement)
+
+
+def scf_output(epc_flow: Flow):
+    """Output of the EPC flow's scf job: the pw.x energy and inputs the hull compares.
+
+    The elph document carries the scf energy too, but its ``input`` is ph.x's, so the hull's
+    settings check (functional, cutoffs) must read the scf document.
+    """
+    from sc_inverse.qe.jobs import QeScfMaker
+
+    for j in epc_flow.jobs:
+        if isinstance(getattr(j, "maker", None), QeScfMaker):
+            return j.output
+    raise ValueError(f"flow {epc_flow.name!r} has no scf job")
 
 
 def _dump(x: Any) -> dict | None:
@@ -293,15 +309,18 @@ class InverseDesignMaker(Maker):
 # ---------------------------------------------------------------------------------------------
 def make_inverse_design_flow(n: int, top_k: int, preset: str, seed: int, optimize_tc: bool,
                              include: Path | None, run_dir: Path, relax: bool = True,
-                             pseudo_dir: str | None = None, qe_category: str | None = None) -> Flow:
+                             pseudo_dir: str | None = None, qe_category: str | None = None,
+                             criteria_file: Path | None = None, keep_known: bool = False) -> Flow:
     """The flow ``run`` and ``submit inverse-design`` build from their options."""
     from sc_inverse.records import load_records
+    from sc_inverse.screening.criteria import load_criteria
 
     extra = [r.model_dump(mode="json") for r in load_records(include)] if include else []
+    criteria = [c.model_dump() for c in load_criteria(criteria_file)] if criteria_file else None
     return InverseDesignMaker(
         n_candidates=n, top_k=top_k, preset=preset, seed=seed, pseudo_dir=pseudo_dir,
         generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc),
-        screen_maker=ScreenCandidatesMaker(relax=relax),
+        screen_maker=ScreenCandidatesMaker(relax=relax, criteria=criteria, exclude_known=not keep_known),
         extra_records=extra, qe_category=qe_category,
     ).make(run_dir)
 
@@ -322,7 +341,12 @@ flow_options = [
     click.option("--optimize-tc", is_flag=True, help="Latent gradient ascent on the T_c head."),
     click.option("--include", type=click.Path(exists=True, path_type=Path), default=None,
                  help="Extra candidate structures (any record format) screened alongside."),
-    click.option("--pseudo-dir", type=click.Path(path_type=Path), default=None),
+    click.option("--pseudo-dir", type=click.Path(path_type=Path), default=None,
+                 help="Pseudopotential library (default: settings / the preset's)."),
+    click.option("--criteria", "criteria_file", type=click.Path(exists=True, path_type=Path),
+                 default=None, help="Screening criteria JSON/YAML (default: the paper's three)."),
+    click.option("--keep-known", is_flag=True,
+                 help="Let candidates with a training structure/composition pass the screen."),
 ]
 
 
@@ -337,7 +361,8 @@ def _with_flow_options(f):
 @click.option("--store", type=click.Choice(["embedded", "mongo"]), default=None,
               help="Results store (default: settings.store, i.e. embedded).")
 @click.option("--run-name", default=None, help="Run folder name under <data_dir>/runs.")
-def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, store, run_name) -> None:
+def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file, keep_known, store,
+        run_name) -> None:
     """Generate → screen → QE-validate → hull → builders, locally, then print the top results."""
     import os
 
@@ -355,7 +380,8 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, store, run_nam
     run_dir = new_run_dir(run_name)
     click.echo(f"run folder: {run_dir.root}")
     flow = make_inverse_design_flow(n, top_k, preset, seed, optimize_tc, include, run_dir.root,
-                                    pseudo_dir=str(pseudo_dir) if pseudo_dir else None)
+                                    pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
+                                    criteria_file=criteria_file, keep_known=keep_known)
     t0 = time.perf_counter()
     responses = run_flow_locally(flow, root_dir=run_dir.root / "jobs")
     elapsed = time.perf_counter() - t0
@@ -377,8 +403,8 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, store, run_nam
 @click.option("--category", default=None,
               help="FireWorks category of QE jobs (default: my_fworker.yaml's, or 'qe').")
 @click.option("--run-name", default=None, help="Run folder name under <data_dir>/runs.")
-def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_dir,
-                          launchpad_file, category, run_name) -> None:
+def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
+                          keep_known, launchpad_file, category, run_name) -> None:
     """The whole inverse-design flow to the LaunchPad; QE jobs tagged for `qlaunch` workers.
 
     The run folder must live on a filesystem the workers share (SC_INVERSE_DATA_DIR).
@@ -390,7 +416,8 @@ def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_d
     category = category or fworker_category()
     flow = make_inverse_design_flow(n, top_k, preset, seed, optimize_tc, include, run_dir.root,
                                     pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
-                                    qe_category=category)
+                                    qe_category=category, criteria_file=criteria_file,
+                                    keep_known=keep_known)
     ids = submit_flow(flow, launchpad=launchpad_file, qe_category=category)
     click.echo(f"submitted {len(ids)} fireworks (run folder {run_dir.root}); "
                "QE jobs are added at run time by the DFT stage and inherit the QE category")
