@@ -121,7 +121,7 @@ def record_from_dict(rec: dict, where: str = "record") -> CandidateRecord:
 
 
 #: suffixes read as pw.x input files (besides any file with a ``&system`` namelist)
-PW_SUFFIXES = {".pwi", ".in", ".pwin"}
+PW_SUFFIXES = {".pwi", ".in", ".pwin", ".pw", ".qe"}
 
 
 def _read_pw_input(path: Path) -> Structure:

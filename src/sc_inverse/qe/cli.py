@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import click
@@ -14,29 +13,15 @@ from sc_inverse.errors import CalculationError, InputError
 
 logger = logging.getLogger(__name__)
 
-PW_SUFFIXES = {".pwi", ".in", ".pw", ".qe"}
-
 
 def load_structure(path: str | Path) -> tuple[Structure, str]:
-    """One structure and its id from a pw.x input (any CELL_PARAMETERS/positions units) or any
-    format :func:`sc_inverse.records.load_records` reads (CIF, POSCAR, record JSON)."""
+    """One structure and its id from any input :func:`sc_inverse.records.load_records` reads
+    (pw.x input, CIF, POSCAR, record JSON)."""
+    from sc_inverse.records import load_records
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    text = path.read_text(errors="replace")
-    if path.suffix.lower() in PW_SUFFIXES or re.search(r"(?im)^\s*&system", text):
-        from ase.io import read
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        try:
-            atoms = read(path, format="espresso-in")
-        except Exception as exc:  # noqa: BLE001 - ASE raises many types; re-raised with the file
-            raise InputError(f"{path}: not a readable pw.x input ({type(exc).__name__}: {exc})") from exc
-        if len(atoms) == 0:
-            raise InputError(f"{path}: pw.x input has no atoms")
-        return AseAtomsAdaptor.get_structure(atoms), path.stem
-    from sc_inverse.records import load_records
-
     records = load_records(path)
     if len(records) != 1:
         raise InputError(f"{path}: holds {len(records)} structures; epc takes exactly one")
