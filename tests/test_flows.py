@@ -37,3 +37,32 @@ def test_dft_row_merges_epc_hull_and_symmetry():
     assert row["tc_K"] == 10.0 and row["ml_tc_K"] == 7.0 and row["spacegroup_after"] == "Pm-3m"
     assert row["e_above_hull_eV_per_atom"] == 0.0
     assert "failed" in dft_row(rec, "c1", None, None)["note"]
+
+
+def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
+    from sc_inverse.flows import dft_stage
+    from sc_inverse.workflows import _iter_jobs
+
+    pseudo = tmp_path / "pseudo"
+    pseudo.mkdir()
+    (pseudo / "Al.pz-vbc.UPF").write_text("<UPF version='2.0.1'>\n<PP_HEADER functional='SLA PZ NOGX NOGC'/>\n")
+    al = Structure(Lattice([[0, 2.0, 2.0], [2.0, 0, 2.0], [2.0, 2.0, 0]]), ["Al"], [[0, 0, 0]])
+    nbn = Structure(Lattice.cubic(3.0), ["Nb", "N"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    recs = [CandidateRecord.from_structure(nbn, id="nbn", passed=True, rank=1),
+            CandidateRecord.from_structure(al, id="al", passed=True, rank=2),
+            CandidateRecord.from_structure(al, id="al-fail", passed=False)]
+    run = tmp_path / "run"
+    resp = dft_stage.original({"records": [r.model_dump() for r in recs], "summary": {}}, str(run), 1,
+                              "test", pseudo_dir=str(pseudo), qe_category="qe")
+    jobs = list(_iter_jobs(resp.replace))
+    names = [j.name for j in jobs]
+    assert any(n.startswith("qe elph") for n in names) and "convex hull" in names
+    assert names[-1] == "finalize_run"
+    qe_jobs = [j for j in jobs if j.name.startswith("qe ")]
+    assert qe_jobs and all(j.config.manager_config.get("_category") == "qe" for j in qe_jobs)
+    assert jobs[-1].config.manager_config.get("_category") is None  # finalize runs anywhere
+    fin_args = jobs[-1].function_args
+    assert fin_args[1] == ["al"]  # NbN had the better rank but no pseudopotential
+    assert fin_args[4] == [{"id": "nbn", "formula": "NbN", "note": "skipped: no pseudopotential for N, Nb",
+                            "predictions": {}}]
+    assert (run / "screened.json").is_file()
