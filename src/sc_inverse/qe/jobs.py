@@ -201,24 +201,36 @@ def _pw_doc(out, text, preset, pseudos, kgrid, directory, label, calc_type, timi
 # pw.x Makers
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class QeRelaxMaker(Maker):
-    """pw.x vc-relax (cell + ions) with the preset's relax settings."""
+class _PwMaker(Maker):
+    """Settings shared by the pw.x Makers, and their common set-up."""
 
-    name: str = "qe vc-relax"
+    name: str = "qe pw"
     preset: str | QePreset = "paper"
-    calculation: str = "vc-relax"
     pseudo_dir: str | None = None
     pseudo_pattern: str | None = None
     max_seconds: float | None = None
     walltime_s: float | None = None
     user_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @job(output_schema=PwTaskDoc)
-    def make(self, structure: Structure, kpoints_grid=None) -> PwTaskDoc:
+    def _setup(self, structure: Structure, kpoints_grid):
+        """(preset, run directory, pseudopotentials, k grid, k-convergence history)."""
         preset = get_preset(self.preset)
         directory = Path.cwd()
         pseudos = _pseudos(structure, preset, self.pseudo_dir, self.pseudo_pattern)
         kgrid, history = resolve_kgrid(structure, preset, pseudos, kpoints_grid, directory)
+        return preset, directory, pseudos, kgrid, history
+
+
+@dataclass
+class QeRelaxMaker(_PwMaker):
+    """pw.x vc-relax (cell + ions) with the preset's relax settings."""
+
+    name: str = "qe vc-relax"
+    calculation: str = "vc-relax"
+
+    @job(output_schema=PwTaskDoc)
+    def make(self, structure: Structure, kpoints_grid=None) -> PwTaskDoc:
+        preset, directory, pseudos, kgrid, history = self._setup(structure, kpoints_grid)
         text, res, out = _run_pw(structure, preset, self.calculation, pseudos, kgrid, directory,
                                  "relax", max_seconds=self.max_seconds,
                                  walltime_s=self.walltime_s, user_params=self.user_params)
@@ -231,7 +243,7 @@ class QeRelaxMaker(Maker):
 
 
 @dataclass
-class QeScfMaker(Maker):
+class QeScfMaker(_PwMaker):
     """pw.x scf whose ``outdir`` feeds ph.x; writes the la2F data α²F needs.
 
     When the preset has a denser ``la2f_kpoints_grid`` (QE's Al example) that scf runs first
@@ -240,19 +252,10 @@ class QeScfMaker(Maker):
     """
 
     name: str = "qe scf"
-    preset: str | QePreset = "paper"
-    pseudo_dir: str | None = None
-    pseudo_pattern: str | None = None
-    max_seconds: float | None = None
-    walltime_s: float | None = None
-    user_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @job(output_schema=PwTaskDoc)
     def make(self, structure: Structure, kpoints_grid=None) -> PwTaskDoc:
-        preset = get_preset(self.preset)
-        directory = Path.cwd()
-        pseudos = _pseudos(structure, preset, self.pseudo_dir, self.pseudo_pattern)
-        kgrid, history = resolve_kgrid(structure, preset, pseudos, kpoints_grid, directory)
+        preset, directory, pseudos, kgrid, history = self._setup(structure, kpoints_grid)
         text, out, timings, corrections, dense = run_scf(
             structure, preset, pseudos, kgrid, directory, max_seconds=self.max_seconds,
             walltime_s=self.walltime_s, user_params=self.user_params,
