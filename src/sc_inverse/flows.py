@@ -320,7 +320,8 @@ def make_inverse_design_flow(n: int, top_k: int, preset: str, seed: int, optimiz
     return InverseDesignMaker(
         n_candidates=n, top_k=top_k, preset=preset, seed=seed, pseudo_dir=pseudo_dir,
         generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc),
-        screen_maker=ScreenCandidatesMaker(relax=relax, criteria=criteria, exclude_known=not keep_known),
+        screen_maker=ScreenCandidatesMaker(relax=relax, criteria=criteria, exclude_known=not keep_known,
+                                           screen_kwargs={"progress": True}),
         extra_records=extra, qe_category=qe_category,
     ).make(run_dir)
 
