@@ -299,3 +299,19 @@ def test_submit_group_loads_extra_subcommands_lazily(monkeypatch):
     assert "hello" in CliRunner().invoke(cli, ["submit", "--help"]).output
     r = CliRunner().invoke(cli, ["submit", "broken"])
     assert r.exit_code != 0 and "not available" in r.output
+
+
+def test_submit_inverse_design_adds_the_pipeline_with_the_qe_category(fw_env):
+    """`submit inverse-design` puts the four static stages on the LaunchPad; the DFT stage
+    carries the QE category it will give the QE jobs it creates at run time."""
+    import bson.json_util
+
+    _sh(BIN / "sc-inverse", "submit", "inverse-design", "--n", "5", "--top", "1",
+        "--launchpad", fw_env["lp"], "--category", "qe_big")
+    assert sorted(n for n, _ in _fw_states(fw_env)) == [
+        "collect_candidates", "dft_stage", "generate candidates", "screen candidates"]
+    data = bson.json_util.loads(fw_env["state"].read_text())
+    docs = [doc for _, doc in data["fwtest"]["fireworks"]["documents"]]
+    (dft,) = [d for d in docs if d["name"] == "dft_stage"]
+    (task,) = [t for t in dft["spec"]["_tasks"] if "job" in t]
+    assert task["job"]["function_kwargs"]["qe_category"] == "qe_big"
