@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,3 +316,42 @@ def test_submit_inverse_design_adds_the_pipeline_with_the_qe_category(fw_env):
     (dft,) = [d for d in docs if d["name"] == "dft_stage"]
     (task,) = [t for t in dft["spec"]["_tasks"] if "job" in t]
     assert task["job"]["function_kwargs"]["qe_category"] == "qe_big"
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+@pytest.mark.qe
+def test_inverse_design_through_rlaunch_routes_qe_jobs_by_category(fw_env):
+    """The whole pipeline under FireWorks: a CPU worker (no category) runs generation, screening
+    and the DFT stage, which creates QE jobs that only the QE worker (category qe) picks up."""
+    if shutil.which("ph.x") is None:
+        pytest.skip("needs Quantum ESPRESSO")
+    lib = fw_env["dir"] / "pseudo"
+    lib.mkdir()
+    (lib / "Al.pz-vbc.UPF").symlink_to("/usr/share/espresso/pseudo/Al.pz-vbc.UPF")
+    crit = fw_env["dir"] / "crit.json"
+    crit.write_text(json.dumps([{"key": "tc_K", "comparison": ">", "threshold": -100.0},
+                                {"predictor": "mlip", "key": "e_form_eV_per_atom", "comparison": "<",
+                                 "threshold": 1.0}]))
+    cpu = fw_env["dir"] / "fworker_cpu.yaml"
+    cpu.write_text("name: cpu\ncategory: __none__\nquery: '{}'\n")
+    qe = fw_env["dir"] / "fworker_qe.yaml"
+    qe.write_text("name: qe\ncategory: qe\nquery: '{}'\n")
+    _sh(BIN / "sc-inverse", "submit", "inverse-design", "--n", "4", "--top", "1",
+        "--include", AL, "--pseudo-dir", lib, "--criteria", crit, "--keep-known",
+        "--launchpad", fw_env["lp"], "--run-name", "fw", "--category", "qe")
+    _rlaunch(fw_env, fworker=cpu)  # static stages + DFT fan-out creation, then stops at QE jobs
+    states = dict(_fw_states(fw_env))
+    assert states["dft_stage"] == "COMPLETED"
+    waiting = [n for n, st in _fw_states(fw_env) if st != "COMPLETED"]
+    assert any(n.startswith("qe ") for n in waiting)
+    _rlaunch(fw_env, fworker=qe)  # QE jobs only
+    assert all(st != "READY" or not n.startswith("qe ") for n, st in _fw_states(fw_env))
+    _rlaunch(fw_env, fworker=cpu)  # hull + finalize (+ builders)
+    assert _states(fw_env) == {"COMPLETED"}
+    from sc_inverse.runs import runs_root
+
+    funnel = json.loads((runs_root() / "fw" / "funnel.json").read_text())
+    assert funnel["counts"]["DFT completed"] == 1
+    out = _sh(BIN / "sc-inverse", "query", "--format", "json").stdout
+    assert '"Al"' in out
