@@ -70,13 +70,11 @@ def scaled_test_preset(structure: Structure, base: Any = "test"):
 @job(data=["records"])
 def collect_candidates(generated: list, run_dir: str, extra: list | None = None) -> dict:
     """Generated + user-supplied records → ``candidates.json``; records go on to screening."""
-    records = _records(generated) + _records(extra or [])
-    RunDir(Path(run_dir)).write_json(
-        RunDir(Path(run_dir)).candidates, [r.model_dump(mode="json") for r in records]
-    )
+    records = [r.model_dump(mode="json") for r in _records(generated) + _records(extra or [])]
+    run = RunDir(Path(run_dir))
+    run.write_json(run.candidates, records)
     logger.info("collected %d candidates (%d user-supplied)", len(records), len(extra or []))
-    return {"records": [r.model_dump(mode="json") for r in records], "n": len(records),
-            "completed_at": time.time()}
+    return {"records": records, "n": len(records), "completed_at": time.time()}
 
 
 @job
