@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from monty.json import jsanitize
-from pymatgen.core import Composition, Element, Lattice, Structure
+from pymatgen.core import Composition, Element, Structure
 
 from sc_inverse.errors import CalculationError, InputError, ModelLoadError
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CALCULATOR = "CHGNet"
 #: molecules in a box are the reference states of these elements
-DIMER_ELEMENTS = {"H": 0.74, "N": 1.10, "O": 1.21, "F": 1.42, "Cl": 1.99, "Br": 2.28, "I": 2.67}
 
 
 @dataclass
@@ -149,26 +148,12 @@ class MlipRelaxer:
 
 def _prototypes(symbol: str) -> list[tuple[str, Structure]]:
     """Candidate ground states of an element: close-packed/bcc/sc/diamond cells or a dimer."""
-    el = Element(symbol)
-    if symbol in DIMER_ELEMENTS:
-        d = DIMER_ELEMENTS[symbol]
-        box = Lattice.cubic(10.0)
-        return [("dimer", Structure(box, [symbol, symbol], [[0, 0, 0], [d, 0, 0]], coords_are_cartesian=True))]
-    r = float(el.atomic_radius or el.atomic_radius_calculated or 1.5)
-    d = 2.0 * r  # nearest-neighbour distance guess
-    protos = [
-        ("fcc", Structure(Lattice.cubic(d * math.sqrt(2)), [symbol] * 4,
-                          [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])),
-        ("bcc", Structure(Lattice.cubic(2 * d / math.sqrt(3)), [symbol] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]])),
-        ("hcp", Structure(Lattice.hexagonal(d, 1.633 * d), [symbol] * 2,
-                          [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])),
-        ("sc", Structure(Lattice.cubic(d), [symbol], [[0, 0, 0]])),
-    ]
-    if el.group in (13, 14, 15, 16):
-        a = 4 * d / math.sqrt(3)
-        protos.append(("diamond", Structure(Lattice.cubic(a), [symbol] * 8, [
-            [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
-            [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])))
+    from sc_inverse.thermo.prototypes import DIMER_BOND_A, prototype_structure
+
+    if symbol in DIMER_BOND_A:
+        return [("dimer", prototype_structure(symbol, "dimer"))]
+    kinds = ["fcc", "bcc", "hcp", "sc"] + (["diamond"] if Element(symbol).group in (13, 14, 15, 16) else [])
+    protos = [(k, prototype_structure(symbol, k)) for k in kinds]
     # elemental entries of the packaged training set are real ground-state candidates too
     from sc_inverse.data import load_jarvis_sc
 
@@ -181,7 +166,8 @@ def _prototypes(symbol: str) -> list[tuple[str, Structure]]:
 
 #: CHGNet elemental references of every element in the packaged JARVIS-SC set, computed with
 #: :class:`ElementalReferences` at the default relaxer settings (all prototypes of
-#: :func:`_prototypes`), shipped so a first screen does not spend minutes on them
+#: :func:`_prototypes`; relaxed energies do not depend on the starting lattice constant),
+#: shipped so a first screen does not spend minutes on them
 SHIPPED_REFERENCES = Path(__file__).parent / "models" / "chgnet_elemental_refs.json"
 
 

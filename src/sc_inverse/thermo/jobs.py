@@ -15,77 +15,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from jobflow import Flow, Maker, job
-from pymatgen.core import Element, Lattice, Structure
+from pymatgen.core import Element, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from sc_inverse.errors import InputError
 from sc_inverse.thermo.hull import HullResult, entry_from_task, hull_analysis, load_entries
+from sc_inverse.thermo.prototypes import APPROXIMATE_PROTOTYPES, PROTOTYPES, elemental_prototype
 
 logger = logging.getLogger(__name__)
 
 #: Metadata tag of reference jobs (the HullBuilder and ConvexHullMaker look for it).
 REFERENCE_ROLE = "reference"
-
-# Simple prototypes of the elemental ground states. Elements with complex ground states
-# (B, Ga, P, S, ...) get the nearest simple prototype and are flagged ``approximate``.
-_FCC = "Al Ni Cu Rh Pd Ag Ir Pt Au Pb Ca Sr Ce Th Yb Ac Ar Ne Kr Xe"
-_BCC = "Li Na K Rb Cs Ba V Nb Ta Cr Mo W Fe Eu Mn"
-_HCP = ("Be Mg Sc Ti Co Zn Y Zr Tc Ru Cd Hf Re Os Tl La Pr Nd Pm Sm Gd Tb Dy Ho Er Tm Lu "
-        "He")
-_DIAMOND = "C Si Ge Sn"
-_DIMER = "H N O F Cl Br I"
-_APPROXIMATE = {"B": "diamond", "Ga": "fcc", "In": "fcc", "P": "diamond", "As": "diamond",
-                "Sb": "diamond", "Bi": "diamond", "S": "dimer", "Se": "dimer", "Te": "diamond",
-                "Hg": "fcc", "Mn": "bcc", "U": "bcc", "Pu": "bcc", "Np": "bcc", "Pa": "bcc"}
-PROTOTYPES: dict[str, str] = {
-    **{el: "fcc" for el in _FCC.split()},
-    **{el: "bcc" for el in _BCC.split()},
-    **{el: "hcp" for el in _HCP.split()},
-    **{el: "diamond" for el in _DIAMOND.split()},
-    **{el: "dimer" for el in _DIMER.split()},
-    **_APPROXIMATE,
-}
-APPROXIMATE_PROTOTYPES = set(_APPROXIMATE)
-
-
-def elemental_prototype(element: str) -> tuple[Structure, str]:
-    """A starting structure of ``element``'s ground state (to be relaxed) and its prototype.
-
-    Lattice constants follow from the empirical atomic radius r (touching spheres); the
-    vc-relax of the reference flow fixes them. Molecules (``dimer``) sit in a 10 Å box.
-    """
-    try:
-        el = Element(element)
-    except ValueError as exc:
-        raise InputError(f"{element!r} is not a chemical element") from exc
-    proto = PROTOTYPES.get(el.symbol)
-    if proto is None:
-        raise InputError(f"no ground-state prototype for {el.symbol}; pass its structure explicitly")
-    r = float(el.atomic_radius or el.atomic_radius_calculated or 1.5)
-    if proto in ("fcc", "bcc", "hcp") and el.metallic_radius:
-        r = float(el.metallic_radius)
-    if proto == "fcc":
-        s = Structure(Lattice.cubic(2 * np.sqrt(2) * r), [el] * 4,
-                      [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-        s = s.get_primitive_structure()
-    elif proto == "bcc":
-        s = Structure(Lattice.cubic(4 * r / np.sqrt(3)), [el] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]])
-        s = s.get_primitive_structure()
-    elif proto == "hcp":
-        a = 2 * r
-        s = Structure(Lattice.hexagonal(a, 1.633 * a), [el] * 2,
-                      [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
-    elif proto == "diamond":
-        s = Structure.from_spacegroup("Fd-3m", Lattice.cubic(8 * r / np.sqrt(3)), [el], [[0, 0, 0]])
-        s = s.get_primitive_structure()
-    else:  # dimer in a box
-        d = 2 * float(el.atomic_radius or 0.7) * 0.9
-        box = 10.0
-        s = Structure(Lattice.cubic(box), [el] * 2, [[0, 0, 0], [d / box, 0, 0]])
-    return s, proto
-
 
 def _references_from_store(elements: set[str]) -> list[ComputedEntry]:
     """Reference outputs in the configured job store whose elements are within ``elements``."""
