@@ -227,8 +227,8 @@ def finalize_run(
     """Write ``dft.json`` and ``funnel.json``, then run the builders on this job's store."""
     from jobflow import CURRENT_JOB
 
-    from sc_inverse.data import load_jarvis_sc
     from sc_inverse.records import load_records
+    from sc_inverse.screening.triage import jarvis_sc_index
 
     run = RunDir(Path(run_dir))
     screened = {r.id: r for r in load_records(run.screened)}
@@ -237,8 +237,8 @@ def finalize_run(
             for i, e, h in zip(ids, epc_outputs, hull_outputs, strict=True)]
     rows += skipped
     run.write_json(run.dft, rows)
-    training_formulas = {r["structure"].composition.reduced_formula
-                         for r in load_jarvis_sc() if r["split"] in ("train", "val")}
+    # "novel" as the screen's triage defines it: no composition of the packaged JARVIS-SC set
+    training_formulas = set(jarvis_sc_index().by_formula)
     t = {k: v for k, v in (timestamps or {}).items() if v is not None}
     now = time.time()
     timings = {}
