@@ -101,3 +101,45 @@ def test_evaluate_generator_cli(tmp_path):
     m = json.loads(out.read_text())
     assert m["n_generated"] == 20 and 0.0 <= m["cov_recall"] <= 1.0
     assert m["structural_validity"] >= 0.9 and "reconstruction" in m
+
+
+def test_allocation_with_element_counts_uses_exactly_m_elements():
+    import torch
+
+    from sc_inverse.generative.sample import allocate_types
+
+    g = torch.Generator().manual_seed(0)
+    comp = torch.softmax(torch.randn(200, 30, generator=g), -1)  # blurry, like the head
+    n = torch.randint(1, 12, (200,), generator=g)
+    m = torch.randint(1, 4, (200,), generator=g)
+    types, allowed = allocate_types(comp, n, g, m)
+    per_cell = types.split(n.tolist())
+    for t, ni, mi, a in zip(per_cell, n.tolist(), m.tolist(), allowed, strict=True):
+        assert len(t) == ni
+        assert len(set(t.tolist())) == min(mi, ni) == int(a.sum())
+        assert all(bool(a[x]) for x in t.tolist())
+    # without m: counts still sum to N, everything allowed
+    types, allowed = allocate_types(comp, n, g)
+    assert len(types) == int(n.sum()) and bool(allowed.all())
+
+
+def test_element_count_prior_matches_training_cells(vocab, tiny_items):
+    import torch
+
+    from sc_inverse.generative.config import CDVAEConfig
+    from sc_inverse.generative.data import collate
+    from sc_inverse.generative.model import CDVAE
+
+    model = CDVAE(CDVAEConfig.small(elements=vocab))
+    n = torch.tensor([4, 4])
+    assert model.sample_num_elements(n) is None  # unfitted: the head alone decides
+    b = collate(tiny_items)
+    model.fit_element_count_prior(b["types"], b["num_atoms"])
+    seen = {(int(k), len(set(t.tolist()))) for t, k in zip(b["types"].split(b["num_atoms"].tolist()),
+                                                             b["num_atoms"], strict=True)}
+    nums = torch.tensor(sorted({k for k, _ in seen}))
+    draws = model.sample_num_elements(nums.repeat(50), torch.Generator().manual_seed(1))
+    assert {(int(k), int(d)) for k, d in zip(nums.repeat(50), draws, strict=True)} <= seen
+    # a cell size absent from training still gets a valid count (1 <= m <= N)
+    m = model.sample_num_elements(torch.tensor([19, 1]))
+    assert 1 <= int(m[0]) <= 19 and int(m[1]) == 1

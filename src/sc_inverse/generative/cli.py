@@ -27,8 +27,10 @@ import click
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume/--no-resume", default=False, show_default=True,
               help="Continue from OUT/train_state.pt.")
+@click.option("--snapshot-every", default=None, type=int,
+              help="Also keep the weights of every N-th epoch in OUT/snapshots/ (for selection by sample metrics).")
 def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta, dropout, patience,
-                    max_minutes, val_fraction, seed, resume):
+                    max_minutes, val_fraction, seed, resume, snapshot_every):
     """Train the CDVAE generator; the best-on-validation weights go to OUT/model.pt."""
     from sc_inverse.generative.config import CDVAEConfig
     from sc_inverse.generative.data import build_vocabulary, load_structures, split_items, to_items
@@ -51,7 +53,7 @@ def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta,
             "command": "sc-inverse " + " ".join(sys.argv[1:])}
     summary = fit(cfg, train, val, out_dir, epochs=epochs, device=device, seed=seed,
                   batch_size=batch_size, lr=lr, patience=patience, resume=resume,
-                  max_minutes=max_minutes, meta=meta)
+                  max_minutes=max_minutes, meta=meta, snapshot_every=snapshot_every)
     (Path(out_dir) / "training_summary.json").write_text(json.dumps(summary, indent=1))
     click.echo(f"best epoch {summary['best_epoch']} val loss {summary['best_val'].get('loss', float('nan')):.4f} "
                f"({summary['stopped']}, {summary['epochs_run']} epochs) -> {out_dir}/model.pt")

@@ -46,6 +46,12 @@ class CDVAEConfig:
     w_type: float = 1.0
     w_property: float = 1.0
     dropout: float = 0.0
+    # 1: CDVAE's lattice head (MSE on the 6 scaled parameters). K > 1: a K-component Gaussian
+    # mixture trained by likelihood, decoded at the most probable component's mean. Why: the data
+    # mix 60°, 90°, 109.5° and 120° cells; MSE regresses γ of hexagonal cells towards ~100° and
+    # the generator then (almost) never emits AlB2/MgB2-type cells (see the medium model card).
+    lattice_components: int = 1
+    lattice_min_std: float = 0.05  # floor on component std (normalised units): exact 90° is a delta
 
     @classmethod
     def small(cls, **overrides) -> CDVAEConfig:
@@ -74,7 +80,7 @@ class CDVAEConfig:
             return cls.small(**overrides)
         if name == "medium":
             base = dict(latent_dim=128, head_hidden=256, enc_hidden=96, dec_hidden=64,
-                        enc_layers=3, dec_layers=3, max_neighbors=16, cutoff=6.0)
+                        enc_layers=3, dec_layers=3, max_neighbors=16, cutoff=6.0, lattice_components=8)
             base.update(overrides)
             return cls(**base)
         from sc_inverse.errors import InputError

@@ -33,22 +33,43 @@ def default_step_lr(steps_per_level: int) -> float:
     return min(1e-4 * (CDVAE_STEPS_PER_LEVEL / steps_per_level) ** 0.5, 4e-4)
 
 
-def allocate_types(comp: torch.Tensor, num_atoms: torch.Tensor, generator=None) -> torch.Tensor:
-    """Initial atom types: N·p rounded by largest remainder (after a Gumbel-perturbed draw of
-    the probabilities, so z with the same mode still vary). Drawing every atom independently
-    instead gives cells with as many elements as atoms, unlike the training data."""
+def allocate_types(comp: torch.Tensor, num_atoms: torch.Tensor, generator=None,
+                   n_elements: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial atom types and each crystal's allowed elements (bool, (B, K)).
+
+    Without ``n_elements``: N·p rounded by largest remainder (after a Gumbel-perturbed draw of
+    the probabilities, so z with the same mode still vary); every element is allowed. Drawing
+    every atom independently instead gives cells with as many elements as atoms.
+    With ``n_elements`` (m per crystal): m elements drawn from p without replacement (Gumbel
+    top-m), each given one atom, the other N − m shared by largest remainder over the renormalised
+    p; only those m elements are allowed.
+    """
     gumbel = -torch.log(-torch.log(torch.rand(comp.shape, generator=generator, device=comp.device)
                                    .clamp(1e-9, 1 - 1e-9)))
-    p = F.softmax(torch.log(comp.clamp_min(1e-12)) + 0.3 * gumbel, -1)
-    exact = p * num_atoms[:, None].float()
+    logp = torch.log(comp.clamp_min(1e-12))
+    p = F.softmax(logp + 0.3 * gumbel, -1)
+    if n_elements is None:
+        allowed = torch.ones_like(comp, dtype=torch.bool)
+        base = torch.zeros_like(comp, dtype=torch.long)
+        share = num_atoms
+    else:
+        m = torch.minimum(n_elements, num_atoms).clamp_min(1)
+        rank = torch.argsort(torch.argsort(logp + gumbel, dim=-1, descending=True), dim=-1)
+        allowed = rank < m[:, None]
+        p = p * allowed
+        p = p / p.sum(-1, keepdim=True)
+        base = allowed.long()
+        share = num_atoms - m
+    exact = p * share[:, None].float()
     counts = exact.floor().long()
-    rest = num_atoms - counts.sum(-1)
-    order = torch.argsort(exact - counts, dim=-1, descending=True)
+    rest = share - counts.sum(-1)
+    remainder = torch.where(allowed, exact - counts, torch.full_like(exact, -1.0))
+    order = torch.argsort(remainder, dim=-1, descending=True)
     rank = torch.argsort(order, dim=-1)
-    counts = counts + (rank < rest[:, None]).long()
+    counts = base + counts + (rank < rest[:, None]).long()
     k = comp.shape[1]
     types = torch.repeat_interleave(torch.arange(k, device=comp.device).repeat(len(num_atoms)), counts.flatten())
-    return types
+    return types, allowed
 
 
 @torch.no_grad()
@@ -92,7 +113,8 @@ def langevin_decode(
         inv = torch.linalg.inv(lattice)
         bidx = batch_index(n)
         comp = F.softmax(model.composition_logits(zc, n) / composition_temperature, -1)
-        types = allocate_types(comp, n, generator)
+        types, allowed = allocate_types(comp, n, generator, model.sample_num_elements(n, generator))
+        allowed_atom = allowed[bidx]
         frac = torch.rand(len(bidx), 3, generator=generator, device=dev)
         inv_atom = inv[bidx]
         u = torch.zeros_like(frac)
@@ -105,13 +127,13 @@ def langevin_decode(
                 dcart = alpha * u / sigma + noise
                 frac = (frac + torch.einsum("nk,nkl->nl", dcart, inv_atom)) % 1.0
                 if sigma >= type_update_min_sigma:
-                    types = logits.argmax(-1)
+                    types = logits.masked_fill(~allowed_atom, -math.inf).argmax(-1)
                 if bar is not None:
                     bar.update(1)
         u, logits = model.decoder(zc, types, frac, lattice, n, torch.full((len(n),), s_min, device=dev))
         frac = (frac + torch.einsum("nk,nkl->nl", s_min * u, inv_atom)) % 1.0
         if s_min >= type_update_min_sigma:
-            types = logits.argmax(-1)
+            types = logits.masked_fill(~allowed_atom, -math.inf).argmax(-1)
         counts = n.tolist()
         for i, (f, t) in enumerate(zip(frac.split(counts), types.split(counts), strict=True)):
             out.append({"frac": f.cpu(), "types": t.cpu(), "lengths": lengths[i].cpu(),

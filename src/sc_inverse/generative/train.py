@@ -74,8 +74,15 @@ def fit(
     max_minutes: float | None = None,
     progress: bool = True,
     meta: dict | None = None,
+    snapshot_every: int | None = None,
 ) -> dict:
-    """Train a CDVAE; returns a summary (best epoch, best validation losses, epochs run)."""
+    """Train a CDVAE; returns a summary (best epoch, best validation losses, epochs run).
+
+    ``snapshot_every`` also keeps the weights of every N-th epoch in ``snapshots/epoch_NNNN/``
+    (loadable checkpoint dirs): the validation loss is dominated by the property heads, which
+    overfit early, while the decoder keeps improving, so sample metrics on the validation split
+    (``benchmarks/bench_generator_selection.py``) can prefer a later epoch.
+    """
     if not train_items:
         raise InputError("training set is empty")
     if not val_items:
@@ -147,6 +154,9 @@ def fit(
             save_model(model, out_dir, {**(meta or {}), "epoch": epoch, "val": val, "seed": seed})
         else:
             bad += 1
+        if snapshot_every and (epoch + 1) % snapshot_every == 0:
+            save_model(model, out_dir / "snapshots" / f"epoch_{epoch + 1:04d}",
+                       {**(meta or {}), "epoch": epoch, "val": val, "seed": seed})
         torch.save(
             {"model_version": MODEL_VERSION, "config": cfg.to_dict(), "model": model.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_state": gen.get_state(),
@@ -188,4 +198,6 @@ def refit_prior(model_dir: str | Path, train_items: list[CrystalItem], device: s
     model, info = load_model(model_dir, device)
     batches = (collate(train_items[i : i + 256], device) for i in range(0, len(train_items), 256))
     model.fit_latent_prior(batches)
+    tr = collate(train_items, device)
+    model.fit_element_count_prior(tr["types"], tr["num_atoms"])
     save_model(model, model_dir, info["meta"])
