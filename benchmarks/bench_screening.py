@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -32,24 +33,37 @@ def structures(n: int, seed: int = 0):
     return out
 
 
-def bench_alignn(model: str | None, n: int, batch_sizes: list[int], n_single: int, rounds: int = 5) -> dict:
-    """Interleaved rounds (single, then each batch size) so a shared machine's load hits all alike.
+def _caps(batch_size: int, max_triplets: int | None) -> str:
+    return f"bs{batch_size}_cap{max_triplets or 'none'}"
 
-    Each round times ``n_single`` structures one at a time and all ``n`` structures batched;
-    the reported throughputs and speedups are medians over rounds.
+
+def bench_alignn(model: str | None, n: int, batched: list[tuple[int, int | None, bool]], n_single: int,
+                 rounds: int = 5) -> dict:
+    """Interleaved rounds (single, then each batched variant) so a shared machine's load hits all alike.
+
+    Each round times ``n_single`` structures one at a time (``predict([s])``: same predictor, same
+    graph building, one structure per call) and all ``n`` structures batched; each batched variant
+    is ``(batch_size, max_triplets, fast)``. Reported throughputs and speedups are medians over
+    rounds; ``max_abs_diff`` compares each variant's predictions with the one-at-a-time ones.
     """
     import torch
     from alignn.torch_graph_builder import batch_torch_graph_pairs
 
-    from sc_inverse.screening.alignn_model import structure_to_graph
-    from sc_inverse.screening.predictors import load_predictor
+    from sc_inverse.screening.alignn_model import (
+        batched_forward,
+        inference_forward,
+        predict_structures,
+        structure_to_graph,
+    )
+    from sc_inverse.screening.predictors import SHIPPED_ALIGNN_TC_MODEL, AlignnPredictor
 
-    p = load_predictor(model)
+    p = AlignnPredictor(model or SHIPPED_ALIGNN_TC_MODEL)
     structs = structures(n)
     p.predict(structs[:16], batch_size=16)  # warm-up
     res: dict = {"model": p.source, "n_structures": n, "rounds": rounds,
                  "n_parameters": sum(x.numel() for x in p.loaded.model.parameters())}
-    single_sps, batched_sps = [], {bs: [] for bs in batch_sizes}
+    single_sps: list[float] = []
+    bsps: dict[str, list[float]] = {}
     single_ref = None
     for r in range(rounds):
         sub = structs[(r * n_single) % n:][:n_single]
@@ -58,35 +72,50 @@ def bench_alignn(model: str | None, n: int, batch_sizes: list[int], n_single: in
         single_sps.append(len(sub) / (time.perf_counter() - t))
         if r == 0:
             single_ref = (sub, single)
-        for bs in batch_sizes:
+        for bs, cap, fast in batched:
+            k = _caps(bs, cap) + ("" if fast else "_alignn_forward")
             t = time.perf_counter()
-            p.predict(structs, batch_size=bs)
-            batched_sps[bs].append(n / (time.perf_counter() - t))
+            predict_structures(p.loaded, structs, batch_size=bs, max_triplets=cap, fast=fast)
+            bsps.setdefault(k, []).append(n / (time.perf_counter() - t))
     res["one_at_a_time_structures_per_s"] = float(np.median(single_sps))
-    check = p.predict(single_ref[0], batch_size=max(batch_sizes))
-    res["max_abs_diff_batched_vs_single_K"] = float(np.nanmax(np.abs(check - single_ref[1])))
-    for bs in batch_sizes:
-        res[f"batched_{bs}_structures_per_s"] = float(np.median(batched_sps[bs]))
-        res[f"speedup_{bs}"] = float(np.median(np.array(batched_sps[bs]) / np.array(single_sps)))
+    for (bs, cap, fast), (k, v) in zip(batched, bsps.items(), strict=True):
+        check = predict_structures(p.loaded, single_ref[0], batch_size=bs, max_triplets=cap, fast=fast)[0]
+        res[f"batched_{k}_structures_per_s"] = float(np.median(v))
+        res[f"speedup_{k}"] = float(np.median(np.array(v) / np.array(single_sps)))
+        res[f"max_abs_diff_{k}_vs_single_K"] = float(np.nanmax(np.abs(check - single_ref[1])))
     res["per_round_single_sps"] = [round(x, 1) for x in single_sps]
-    res["per_round_batched_sps"] = {bs: [round(x, 1) for x in v] for bs, v in batched_sps.items()}
+    res["per_round_batched_sps"] = {k: [round(x, 1) for x in v] for k, v in bsps.items()}
 
-    # where the time goes: graph building vs network (one pass each)
-    m = n_single
+    # where the time goes: graph building vs network, on pre-built graphs
+    m = min(n, 5 * n_single)
     t = time.perf_counter()
     pairs = [structure_to_graph(s, p.loaded.graph) for s in structs[:m]]
     res["graph_build_ms_per_structure"] = (time.perf_counter() - t) / m * 1e3
+    res["triplets_per_structure"] = float(np.mean([lg.num_edges for _, lg in pairs]))
+    res["bonds_per_structure"] = float(np.mean([g.num_edges for g, _ in pairs]))
+    mdl = p.loaded.model
     with torch.inference_mode():
-        t = time.perf_counter()
-        for g, lg in pairs:
-            p.loaded.model((g, lg, None))
-        res["forward_only_single_ms"] = (time.perf_counter() - t) / m * 1e3
-        bs = min(batch_sizes)
-        t = time.perf_counter()
-        for i in range(0, m, bs):
-            g, lg = batch_torch_graph_pairs(pairs[i:i + bs])
-            p.loaded.model((g, lg, None))
-        res[f"forward_only_batched_{bs}_ms"] = (time.perf_counter() - t) / m * 1e3
+        for name, fwd in (("alignn_forward", lambda g, lg: mdl((g, lg, None))),
+                          ("inference_forward", lambda g, lg: inference_forward(mdl, g, lg))):
+            t = time.perf_counter()
+            for i in range(n_single):
+                fwd(*batch_torch_graph_pairs(pairs[i:i + 1]))
+            res[f"forward_only_single_ms_{name}"] = (time.perf_counter() - t) / n_single * 1e3
+            for cap in (2048, 8192, 32768):
+                t = time.perf_counter()
+                i = 0
+                while i < m:
+                    j, tot = i, 0
+                    while j < m and (j == i or tot + pairs[j][1].num_edges <= cap):
+                        tot += pairs[j][1].num_edges
+                        j += 1
+                    fwd(*batch_torch_graph_pairs(pairs[i:j]))
+                    i = j
+                res[f"forward_only_cap{cap}_ms_{name}"] = (time.perf_counter() - t) / m * 1e3
+    t = time.perf_counter()
+    for i in range(0, m, 64):
+        batched_forward(p.loaded, pairs[i:i + 64])
+    res["batched_forward_incl_batching_bs64_ms"] = (time.perf_counter() - t) / m * 1e3
     return res
 
 
@@ -130,7 +159,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="ALIGNN model (default: shipped T_c model)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--n-single", type=int, default=100, help="structures timed one at a time per round")
-    ap.add_argument("--batch-sizes", default="16,64")
+    ap.add_argument("--batched", default="64:none:0,64:8192:1,256:4096:1,256:8192:1,256:16384:1",
+                    help="comma list of batch_size:max_triplets(none):fast(0/1) variants")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chgnet", type=int, default=20, help="structures to relax with CHGNet (0 = skip)")
@@ -138,11 +168,16 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    out = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",
-           "alignn": bench_alignn(args.model, args.n, [int(b) for b in args.batch_sizes.split(",")], args.n_single,
-                                 args.rounds)}
+    variants = []
+    for v in args.batched.split(","):
+        bs, cap, fast = v.split(":")
+        variants.append((int(bs), None if cap == "none" else int(cap), fast == "1"))
+    out = {"load_average_before": list(os.getloadavg()),
+           "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",
+           "alignn": bench_alignn(args.model, args.n, variants, args.n_single, args.rounds)}
     if args.chgnet:
         out["chgnet"] = bench_chgnet(args.chgnet)
+    out["load_average_after"] = list(os.getloadavg())
     print(json.dumps(out, indent=1))
 
 

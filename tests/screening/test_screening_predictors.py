@@ -94,8 +94,8 @@ def test_nan_output_is_reported_per_structure(tiny_model_dir, monkeypatch):
 
     real = am.batched_forward
 
-    def nan_for_two_atoms(loaded, pairs, device="cpu"):
-        out = real(loaded, pairs, device)
+    def nan_for_two_atoms(loaded, pairs, device="cpu", **kw):
+        out = real(loaded, pairs, device, **kw)
         for j, (g, _) in enumerate(pairs):
             if g.num_nodes == 2:
                 out[j] = np.nan

@@ -133,23 +133,32 @@ def _graph_from_edges(atoms, u, v, r, spec: GraphSpec):
     return g, lg
 
 
+def _pure_torch_graph(atoms, cutoff: float, max_neighbors: int | None, atom_features: str,
+                      three_body_cutoff: float | None):
+    """alignn's pure-torch builder, called as ``Graph.atom_dgl_multigraph(neighbor_strategy=
+    "pure_torch")`` calls it, but with the pure-torch topology explicitly: alignn otherwise tries
+    ``import matscipy`` on every structure (a failed import costs ~10 % of graph building)."""
+    from alignn.torch_graph_builder import build_pure_torch_graph
+
+    return build_pure_torch_graph(
+        atoms=atoms,
+        two_body_cutoff=cutoff,
+        three_body_cutoff=three_body_cutoff if three_body_cutoff is not None else cutoff,
+        max_neighbors=max_neighbors,
+        atom_features=atom_features,
+        use_matscipy_topology=False,
+        compute_line_graph=True,
+    )
+
+
 def structure_to_graph(structure: Structure, spec: GraphSpec):
     """Build the ``(g, lg)`` TorchGraph pair for one structure or raise :class:`GraphBuildError`."""
     _check_structure(structure, spec)
     atoms = to_jarvis_atoms(structure)
     try:
         if spec.neighbor_strategy == "pure_torch":
-            from alignn.graphs import Graph
-
-            g, lg = Graph.atom_dgl_multigraph(
-                atoms,
-                neighbor_strategy="pure_torch",
-                cutoff=spec.cutoff,
-                max_neighbors=spec.max_neighbors,
-                atom_features=spec.atom_features,
-                compute_line_graph=True,
-                three_body_cutoff=spec.three_body_cutoff,
-            )
+            g, lg = _pure_torch_graph(atoms, spec.cutoff, spec.max_neighbors, spec.atom_features,
+                                      spec.three_body_cutoff)
         elif spec.neighbor_strategy == "k-nearest":
             from alignn.graphs import build_undirected_edgedata, nearest_neighbor_edges
 
@@ -164,17 +173,7 @@ def structure_to_graph(structure: Structure, spec: GraphSpec):
         elif spec.neighbor_strategy == "radius_graph":
             # alignn's radius_graph needs DGL; the same graph (every pair within the cutoff,
             # every edge pair a triplet) comes from the pure-torch builder without caps
-            from alignn.graphs import Graph
-
-            g, lg = Graph.atom_dgl_multigraph(
-                atoms,
-                neighbor_strategy="pure_torch",
-                cutoff=spec.cutoff,
-                max_neighbors=None,
-                atom_features=spec.atom_features,
-                compute_line_graph=True,
-                three_body_cutoff=spec.cutoff,
-            )
+            g, lg = _pure_torch_graph(atoms, spec.cutoff, None, spec.atom_features, spec.cutoff)
         else:  # checked at load time; kept as a guard
             raise GraphBuildError(f"unsupported neighbor_strategy {spec.neighbor_strategy!r}")
     except GraphBuildError:
@@ -258,14 +257,88 @@ def load_alignn_dir(path: str | Path, device: str = "cpu", source: str | None = 
     return LoadedAlignn(model=model, config=config, graph=spec, source=source or str(path))
 
 
-def batched_forward(loaded: LoadedAlignn, pairs: Sequence[tuple], device: str = "cpu") -> np.ndarray:
-    """One forward pass over many graphs; returns shape (n,) or (n, k) float64."""
+def _fast_path_ok(model) -> bool:
+    """Configs :func:`inference_forward` reproduces exactly (else alignn's own forward runs)."""
+    c = model.config
+    return (not model.training and c.conv_type == "alignn" and not c.calculate_gradient
+            and not c.use_cutoff_function and not c.classification and c.link == "identity"
+            and not c.energy_mult_natoms and not c.use_penalty and c.lg_on_fly
+            and not c.additional_output_features)
+
+
+def _edge_gated_conv(conv, src, dst, num_nodes: int, x, y, need_y: bool):
+    """``EdgeGatedGraphConvPure.forward_tensors`` with in-place updates and, when the edge
+    output is never used again (last ALIGNN layer's triplets, last GCN layer's bonds), without
+    computing it; same operations in the same order otherwise, so values agree to float noise."""
+    import torch
+    import torch.nn.functional as F
+
+    m = conv.src_gate(x).index_select(0, src)
+    m += conv.dst_gate(x).index_select(0, dst)
+    m += conv.edge_gate(y)
+    sigma = torch.sigmoid(m)
+    msg = conv.dst_update(x).index_select(0, src)
+    msg *= sigma
+    idx = dst.unsqueeze(-1).expand_as(msg)
+    sums = torch.zeros((num_nodes, msg.shape[1]), dtype=msg.dtype, device=msg.device)
+    sum_h = sums.scatter_add_(0, idx, msg)
+    sum_sigma = torch.zeros_like(sum_h).scatter_add_(0, idx, sigma)
+    sum_sigma += 1e-6
+    x_new = conv.src_update(x)
+    x_new += sum_h / sum_sigma
+    x_new = F.silu(conv.bn_nodes(x_new), inplace=True)
+    y_new = None
+    if need_y:
+        y_new = F.silu(conv.bn_edges(m), inplace=True)
+    if conv.residual:
+        x_new += x
+        if need_y:
+            y_new += y
+    return x_new, y_new
+
+
+def inference_forward(model, g, lg):
+    """ALIGNN forward for inference only (no autograd, no forces): per-graph ``out``.
+
+    Why: on CPU the batched forward is bound by triplet-sized (T x hidden) tensors; this path
+    skips the two edge updates whose results the readout never uses and avoids temporaries,
+    and is otherwise alignn's ``ALIGNNAtomWisePure.forward`` operation for operation.
+    """
+    import torch
+    from alignn.models.alignn_atomwise_pure import _bond_cosines, scatter_mean
+
+    r = g.edata["r"]
+    x = model.atom_embedding(g.ndata["atom_features"])
+    y = model.edge_embedding(torch.norm(r, dim=1))
+    n_alignn, n_gcn = len(model.alignn_layers), len(model.gcn_layers)
+    z = model.angle_embedding(_bond_cosines(r[lg.src], r[lg.dst])) if n_alignn else None
+    for i, layer in enumerate(model.alignn_layers):
+        x, m = _edge_gated_conv(layer.node_update, g.src, g.dst, g.num_nodes, x, y, need_y=True)
+        y, z = _edge_gated_conv(layer.edge_update, lg.src, lg.dst, lg.num_nodes, m, z,
+                                need_y=i < n_alignn - 1)
+    for i, layer in enumerate(model.gcn_layers):
+        x, y = _edge_gated_conv(layer, g.src, g.dst, g.num_nodes, x, y, need_y=i < n_gcn - 1)
+    batch = g.node_batch_id
+    out = model.fc(scatter_mean(x, batch, g.batch_size))
+    return out.squeeze(-1) if model.config.output_features == 1 else out
+
+
+def batched_forward(loaded: LoadedAlignn, pairs: Sequence[tuple], device: str = "cpu",
+                    fast: bool = True) -> np.ndarray:
+    """One forward pass over many graphs; returns shape (n,) or (n, k) float64.
+
+    ``fast`` uses :func:`inference_forward` where the config allows (else alignn's forward).
+    """
     import torch
     from alignn.torch_graph_builder import batch_torch_graph_pairs
 
     g, lg = batch_torch_graph_pairs(list(pairs))
     with torch.inference_mode():
-        out = loaded.model((g.to(device), lg.to(device), None))["out"]
+        g, lg = g.to(device), lg.to(device)
+        if fast and _fast_path_ok(loaded.model):
+            out = inference_forward(loaded.model, g, lg)
+        else:
+            out = loaded.model((g, lg, None))["out"]
     arr = out.detach().to("cpu", torch.float64).numpy()
     n = len(pairs)
     if arr.ndim == 0:
@@ -275,58 +348,92 @@ def batched_forward(loaded: LoadedAlignn, pairs: Sequence[tuple], device: str = 
     return arr
 
 
+#: default cap on triplets (line-graph edges) per forward pass: the triplet-sized activations
+#: (T x hidden float32) then stay within a CPU's L2/L3 cache; bigger batches were measured slower
+#: per structure (benchmarks/bench_screening.py)
+DEFAULT_MAX_TRIPLETS = 8192
+
+
+def _forward_chunk(loaded: LoadedAlignn, idx: list[int], pairs: list, device: str,
+                   values: np.ndarray, errors: list[str | None], fast: bool = True) -> None:
+    """Forward one batch; if it fails, retry graph by graph so only the culprit is reported."""
+    try:
+        chunks = [(idx, batched_forward(loaded, pairs, device, fast=fast))]
+    except Exception as exc:  # noqa: BLE001 - isolate the failing structure below
+        log.warning("batch forward failed (%s); retrying one by one", exc)
+        chunks = []
+        for i, p in zip(idx, pairs, strict=False):
+            try:
+                chunks.append(([i], batched_forward(loaded, [p], device, fast=fast)))
+            except Exception as exc1:  # noqa: BLE001
+                errors[i] = f"model forward failed: {type(exc1).__name__}: {exc1}"
+    for ids, out in chunks:
+        flat = out if out.ndim == 1 else out[:, 0]
+        for i, v in zip(ids, flat, strict=False):
+            if math.isfinite(float(v)):
+                values[i] = float(v)
+            else:
+                errors[i] = "model returned a non-finite value (NaN/inf)"
+
+
 def predict_structures(
     loaded: LoadedAlignn,
     structures: Sequence[Structure],
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = False,
+    max_triplets: int | None = DEFAULT_MAX_TRIPLETS,
+    fast: bool = True,
 ) -> tuple[np.ndarray, list[str | None]]:
     """Batched predictions with per-structure errors; failures are NaN, never an exception.
 
-    Graphs are built one by one (a rejected structure only loses itself), then ``batch_size``
-    graphs go through the network in one forward pass. If a whole batch fails, it is retried
-    one graph at a time so that the culprit alone is reported.
+    Graphs are built one by one (a rejected structure only loses itself) and collected into a
+    batch until it holds ``batch_size`` graphs or adding the next would exceed ``max_triplets``
+    line-graph edges (``None``: no cap; a single larger graph still goes alone). Each batch is one
+    forward pass; if it fails, it is retried one graph at a time so that the culprit alone is
+    reported. Results do not depend on how structures are batched (up to float rounding).
+    ``fast=False`` runs alignn's own forward (for benchmarks and equality tests).
     """
     n = len(structures)
     values = np.full(n, np.nan)
     errors: list[str | None] = [None] * n
     batch_size = max(1, int(batch_size))
-    it = range(0, n, batch_size)
+    cap = math.inf if not max_triplets else int(max_triplets)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=f"ALIGNN {loaded.target or ''}".strip(), unit="struct")
-    for start in it:
-        idx, pairs = [], []
-        for i in range(start, min(start + batch_size, n)):
-            try:
-                pairs.append(structure_to_graph(structures[i], loaded.graph))
-                idx.append(i)
-            except GraphBuildError as exc:
-                errors[i] = f"graph rejected: {exc}"
-        if pairs:
-            try:
-                out = batched_forward(loaded, pairs, device)
-                chunks = [(idx, out)]
-            except Exception as exc:  # noqa: BLE001 - isolate the failing structure below
-                log.warning("batch forward failed (%s); retrying one by one", exc)
-                chunks = []
-                for i, p in zip(idx, pairs, strict=False):
-                    try:
-                        chunks.append(([i], batched_forward(loaded, [p], device)))
-                    except Exception as exc1:  # noqa: BLE001
-                        errors[i] = f"model forward failed: {type(exc1).__name__}: {exc1}"
-            for ids, out in chunks:
-                flat = out if out.ndim == 1 else out[:, 0]
-                for i, v in zip(ids, flat, strict=False):
-                    if math.isfinite(float(v)):
-                        values[i] = float(v)
-                    else:
-                        errors[i] = "model returned a non-finite value (NaN/inf)"
+    idx: list[int] = []
+    pairs: list = []
+    triplets = 0
+    for i, s in enumerate(structures):
+        try:
+            pair = structure_to_graph(s, loaded.graph)
+        except GraphBuildError as exc:
+            errors[i] = f"graph rejected: {exc}"
+            pair = None
+        if pair is not None:
+            t = int(pair[1].num_edges)
+            if pairs and triplets + t > cap:
+                _forward_chunk(loaded, idx, pairs, device, values, errors, fast)
+                if bar is not None:
+                    bar.update(len(idx))
+                idx, pairs, triplets = [], [], 0
+            idx.append(i)
+            pairs.append(pair)
+            triplets += t
+        elif bar is not None:
+            bar.update(1)
+        if len(pairs) >= batch_size:
+            _forward_chunk(loaded, idx, pairs, device, values, errors, fast)
+            if bar is not None:
+                bar.update(len(idx))
+            idx, pairs, triplets = [], [], 0
+    if pairs:
+        _forward_chunk(loaded, idx, pairs, device, values, errors, fast)
         if bar is not None:
-            bar.update(min(start + batch_size, n) - start)
+            bar.update(len(idx))
     if bar is not None:
         bar.close()
     return values, errors

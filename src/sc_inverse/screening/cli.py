@@ -20,16 +20,31 @@ import click
 @click.option("--layers", type=int, default=None, help="ALIGNN and GCN layers each (default 4).")
 @click.option("--lr", type=float, default=None, help="Peak one-cycle learning rate (default 1e-3).")
 @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (default 1e-5).")
-def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, lr, weight_decay) -> None:
-    """Train an ALIGNN model (pure-torch backend) and write config.json, best_model.pt, MODEL_CARD.md."""
+@click.option("--seed", type=int, default=None, help="Random seed (ALIGNN default 123, chgnet-hgb 0).")
+@click.option("--kind", type=click.Choice(["alignn", "chgnet-hgb"]), default="alignn", show_default=True,
+              help="alignn: train ALIGNN from scratch; chgnet-hgb: gradient boosting on frozen CHGNet "
+                   "embeddings + composition features (seconds; ignores the ALIGNN options).")
+def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, lr, weight_decay, seed,
+                    kind) -> None:
+    """Train a property model (ALIGNN by default) and write its model directory with MODEL_CARD.md."""
     from sc_inverse.screening.train import train_alignn
+
+    if kind == "chgnet-hgb":
+        from sc_inverse.screening.feature_model import train_feature_model
+
+        command = "sc-inverse " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("sc-inverse") else (
+            f"sc-inverse train-predictor --kind chgnet-hgb --target {target} --out {out_dir}")
+        metrics = train_feature_model(out_dir, target=target, data=data, seed=seed or 0, command=command)
+        click.echo(json.dumps({"out": str(out_dir), **metrics}, indent=1))
+        return
 
     overrides = {}
     if hidden:
         overrides["hidden_features"] = hidden
     if layers:
         overrides.update(alignn_layers=layers, gcn_layers=layers)
-    training = {k: v for k, v in (("learning_rate", lr), ("weight_decay", weight_decay)) if v is not None}
+    training = {k: v for k, v in (("learning_rate", lr), ("weight_decay", weight_decay), ("random_seed", seed))
+                if v is not None}
     command = "sc-inverse " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("sc-inverse") else None
     if command is None:
         parts = ["sc-inverse train-predictor", f"--target {target}", f"--out {out_dir}", f"--epochs {epochs}"]

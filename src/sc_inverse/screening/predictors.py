@@ -3,7 +3,12 @@
 * :class:`AlignnPredictor` — an ALIGNN model from a local directory (``config.json`` +
   ``best_model.pt``), the model shipped in this package, or an ALIGNN2 registry name
   (``alignn.pretrained.get_alignn2_model``; needs internet the first time, then cached).
-* :func:`load_predictor` resolves a name-or-directory to a predictor.
+* :class:`~sc_inverse.screening.feature_model.FeatureRegressorPredictor` — frozen CHGNet
+  embeddings + composition descriptors, gradient-boosted (dir with ``feature_model.json``).
+* :class:`~sc_inverse.screening.ensemble.EnsemblePredictor` — equal-weight mean of other
+  predictors (dir with ``ensemble.json``).
+* :func:`load_predictor` resolves a name-or-directory to a predictor; the directory's marker
+  file picks the kind (``ensemble.json`` > ``feature_model.json`` > ALIGNN ``config.json``).
 
 Failures are per structure: values are NaN and ``predict_with_errors`` says why.
 """
@@ -23,8 +28,12 @@ from sc_inverse.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-#: the T_c model trained on the packaged JARVIS-SC train split, shipped in ``screening/models``
-SHIPPED_TC_MODEL = "alignn_tc_jarvis_sc"
+#: the default T_c model (trained on the packaged JARVIS-SC train split, shipped in ``screening/models``)
+SHIPPED_TC_MODEL = "tc_ensemble_jarvis_sc"
+#: the shipped single ALIGNN T_c model (also a member of the ensemble)
+SHIPPED_ALIGNN_TC_MODEL = "alignn_tc_jarvis_sc"
+#: files whose presence makes a directory a model directory, by predictor kind
+MODEL_MARKERS = ("ensemble.json", "feature_model.json", "config.json")
 
 #: registry-name prefix -> our prediction key (units in names)
 REGISTRY_KEYS = {
@@ -63,9 +72,13 @@ def shipped_models_dir() -> Path:
     return Path(str(resources.files("sc_inverse.screening").joinpath("models")))
 
 
+def is_model_dir(path: Path) -> bool:
+    return any((path / m).is_file() for m in MODEL_MARKERS)
+
+
 def shipped_model_names() -> list[str]:
     d = shipped_models_dir()
-    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+    return sorted(p.name for p in d.iterdir() if is_model_dir(p)) if d.is_dir() else []
 
 
 def registry_key(name: str) -> str | None:
@@ -116,7 +129,7 @@ def resolve_model(name_or_dir: str | Path | None) -> tuple[Path, str]:
     if p.is_dir():
         return p, str(p)
     shipped = shipped_models_dir() / str(name_or_dir)
-    if (shipped / "config.json").is_file():
+    if is_model_dir(shipped):
         return shipped, f"shipped:{name_or_dir}"
     if any(sep in str(name_or_dir) for sep in ("/", "\\")):
         raise ModelLoadError(f"ALIGNN model directory {name_or_dir} does not exist")
@@ -126,14 +139,15 @@ def resolve_model(name_or_dir: str | Path | None) -> tuple[Path, str]:
 class AlignnPredictor:
     """Batched ALIGNN inference (pure-torch backend) for one scalar target."""
 
-    def __init__(self, model: str | Path | None = None, key: str | None = None, device: str | None = None):
+    def __init__(self, model: str | Path | None = None, key: str | None = None, device: str | None = None,
+                 resolved: tuple[Path, str] | None = None):
         from sc_inverse.screening.alignn_model import load_alignn_dir
         from sc_inverse.settings import get_settings
 
         self.device = device or get_settings().device
-        path, self.source = resolve_model(model)
+        path, self.source = resolved or resolve_model(model)
         self.loaded = load_alignn_dir(path, device=self.device, source=self.source)
-        name = Path(str(model)).name if model is not None else SHIPPED_TC_MODEL
+        name = Path(str(model)).name if model is not None else path.name
         target = self.loaded.target
         self.key = (
             key
@@ -169,6 +183,18 @@ class AlignnPredictor:
 
 
 def load_predictor(name_or_dir: str | Path | None = None, key: str | None = None,
-                   device: str | None = None) -> AlignnPredictor:
-    """The predictor for a model name or directory (``None`` = the shipped T_c model)."""
-    return AlignnPredictor(name_or_dir, key=key, device=device)
+                   device: str | None = None) -> Predictor:
+    """The predictor for a model name or directory (``None`` = the shipped T_c model).
+
+    The directory's marker file picks the class; anything else is loaded as ALIGNN (which
+    names the missing ``config.json``/``best_model.pt`` if it is not one either).
+    """
+    from sc_inverse.screening.ensemble import EnsemblePredictor, is_ensemble_dir
+    from sc_inverse.screening.feature_model import FeatureRegressorPredictor, is_feature_model_dir
+
+    path, source = resolve_model(name_or_dir)
+    if is_ensemble_dir(path):
+        return EnsemblePredictor(path, source=source, key=key, device=device)
+    if is_feature_model_dir(path):
+        return FeatureRegressorPredictor(path, source=source, key=key)
+    return AlignnPredictor(name_or_dir, key=key, device=device, resolved=(path, source))

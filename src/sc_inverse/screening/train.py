@@ -65,6 +65,9 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "weight_decay": 1e-5,
     "scheduler": "onecycle",
     "optimizer": "adamw",
+    # alignn's train_dgl uses L1Loss for every alignn_* model whatever this says (alignn/train.py);
+    # stated so that config.json records the loss actually used
+    "criterion": "l1",
     "random_seed": 123,
     "num_workers": 0,
     "pin_memory": False,
