@@ -143,3 +143,19 @@ def test_element_count_prior_matches_training_cells(vocab, tiny_items):
     # a cell size absent from training still gets a valid count (1 <= m <= N)
     m = model.sample_num_elements(torch.tensor([19, 1]))
     assert 1 <= int(m[0]) <= 19 and int(m[1]) == 1
+
+
+def test_non_finite_cells_are_flagged_invalid_and_scores_bounded():
+    import numpy as np
+    import torch
+
+    from sc_inverse.generative.metrics import structural_validity
+    from sc_inverse.generative.sample import MAX_SCORE_NORM, bounded_score
+
+    nan_cell = Structure(Lattice.cubic(4.0), ["Zr", "O"], [[0, 0, 0], [np.nan, np.nan, np.nan]])
+    assert structure_flags([nan_cell]) == [["non_finite_coordinates"]]
+    assert not structural_validity(nan_cell)
+    u = torch.tensor([[1.0, -1.0, 0.5], [2.6e37, 0.0, 0.0], [float("nan"), 1.0, 1.0]])
+    b = bounded_score(u)
+    assert torch.equal(b[0], u[0])  # ordinary scores untouched
+    assert torch.isfinite(b).all() and float(b.norm(dim=-1).max()) <= MAX_SCORE_NORM + 1e-4

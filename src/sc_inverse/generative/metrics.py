@@ -51,6 +51,8 @@ def min_distance(structure) -> float:
 
 
 def structural_validity(structure) -> bool:
+    if not (np.isfinite(structure.frac_coords).all() and np.isfinite(structure.lattice.matrix).all()):
+        return False
     try:
         return structure.volume > 0.1 and min_distance(structure) > 0.5
     except Exception:  # noqa: BLE001 - a degenerate lattice is simply invalid

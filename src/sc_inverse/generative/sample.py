@@ -2,7 +2,10 @@
 
 For each σ level (10 → 0.01 Å, geometric) we take ``steps_per_level`` Langevin steps
 ``x ← x + α s_θ(x, σ) + sqrt(2α) ξ`` with ``α = step_lr · (σ/σ_min)²``, set atom types to the
-decoder's argmax after each step, and end with one noise-free denoising step. CDVAE's own
+decoder's argmax after each step, and end with one noise-free denoising step. Where the checkpoint
+has the training set's (N, number of elements) table, each crystal first draws its number of
+elements m | N, takes m elements from the composition head and the decoder's argmax is limited to
+them (see :func:`allocate_types`). CDVAE's own
 schedule is 100 steps per level (5 000 decoder calls); :data:`DEFAULT_STEPS_PER_LEVEL` is what
 ``generate`` uses (see ``benchmarks/bench_sampling.py`` and the model card for the trade-off).
 """
@@ -13,6 +16,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +30,7 @@ CDVAE_STEPS_PER_LEVEL = 100
 DEFAULT_STEPS_PER_LEVEL = 2
 MIN_DISTANCE_A = 0.5
 COMPOSITION_TEMPERATURE = 1.0
+MAX_SCORE_NORM = 10.0  # per-atom cap on the decoder's (−ε) estimate; genuine values are ~√3
 
 
 def default_step_lr(steps_per_level: int) -> float:
@@ -70,6 +75,18 @@ def allocate_types(comp: torch.Tensor, num_atoms: torch.Tensor, generator=None,
     k = comp.shape[1]
     types = torch.repeat_interleave(torch.arange(k, device=comp.device).repeat(len(num_atoms)), counts.flatten())
     return types, allowed
+
+
+def bounded_score(u: torch.Tensor, max_norm: float = MAX_SCORE_NORM) -> torch.Tensor:
+    """The decoder output estimates −ε with ε ~ N(0, I) (norm ≈ √3); cap each atom's vector.
+
+    Why: when a sampled cell collapses (all atoms within ~0.03 Å of one point) the network's
+    output overflows (2.6e37 measured, then NaN coordinates). Capped, such a cell ends as a
+    collapsed structure that ``structure_flags`` marks ``atoms_too_close`` instead of NaN.
+    """
+    u = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
+    norm = u.norm(dim=-1, keepdim=True)
+    return u * (max_norm / norm.clamp_min(max_norm))
 
 
 @torch.no_grad()
@@ -123,6 +140,7 @@ def langevin_decode(
             sig_vec = torch.full((len(n),), sigma, device=dev)
             for _ in range(steps_per_level):
                 u, logits = model.decoder(zc, types, frac, lattice, n, sig_vec)
+                u = bounded_score(u)
                 noise = torch.randn(frac.shape, generator=generator, device=dev) * math.sqrt(2 * alpha)
                 dcart = alpha * u / sigma + noise
                 frac = (frac + torch.einsum("nk,nkl->nl", dcart, inv_atom)) % 1.0
@@ -131,6 +149,7 @@ def langevin_decode(
                 if bar is not None:
                     bar.update(1)
         u, logits = model.decoder(zc, types, frac, lattice, n, torch.full((len(n),), s_min, device=dev))
+        u = bounded_score(u)
         frac = (frac + torch.einsum("nk,nkl->nl", s_min * u, inv_atom)) % 1.0
         if s_min >= type_update_min_sigma:
             types = logits.masked_fill(~allowed_atom, -math.inf).argmax(-1)
@@ -154,10 +173,13 @@ def crystal_to_structure(crystal: dict, elements: list[str]):
 def structure_flags(structures) -> list[list[str]]:
     """Flags for generated cells: ``atoms_too_close`` (< 0.5 Å, periodic images included) and
     ``unphysical_lattice`` (volume < 0.1 Å³, a length < 1 Å, an angle outside 30–150° or more
-    than 200 Å³ per atom). Flagged structures are kept: downstream decides."""
+    than 200 Å³ per atom), ``non_finite_coordinates``. Flagged structures are kept: downstream decides."""
     flags = []
     for s in structures:
         f = []
+        if not (np.isfinite(s.frac_coords).all() and np.isfinite(s.lattice.matrix).all()):
+            flags.append(["non_finite_coordinates"])
+            continue
         frac = torch.tensor(s.frac_coords, dtype=torch.float64)
         lat = torch.tensor(s.lattice.matrix, dtype=torch.float64)[None]
         g = periodic_radius_graph(frac, lat, torch.tensor([len(s)]), MIN_DISTANCE_A, max_images=2)
