@@ -7,6 +7,11 @@ Prints measured numbers (no assertions). Run on an otherwise idle machine, e.g.
 The 1 000 structures are JARVIS-SC train+val cells (plus rattled copies to reach --n), i.e. the
 kind of small cells the generator emits. Both loops use the same predictor and include graph
 building; the "forward only" lines time the network alone on pre-built graphs.
+
+Batched variants (``--batched``) are ``batch_size:max_triplets:fast``: ``64:none:0`` is the
+earlier code path (64 structures per pass, alignn's own forward); the others cap each pass by
+line-graph edges (triplets) and use :func:`~sc_inverse.screening.alignn_model.inference_forward`.
+The one-at-a-time loop always runs the current default path with one structure per call.
 """
 
 from __future__ import annotations
@@ -119,6 +124,25 @@ def bench_alignn(model: str | None, n: int, batched: list[tuple[int, int | None,
     return res
 
 
+def bench_default_model(n: int, n_single: int) -> dict:
+    """The default T_c model (ensemble: ALIGNN seeds share graphs + CHGNet-feature member)."""
+    from sc_inverse.screening.predictors import load_predictor
+
+    p = load_predictor()
+    structs = structures(n)
+    p.predict(structs[:8])  # warm-up (CHGNet + magpie tables load)
+    t = time.perf_counter()
+    for s in structs[:n_single]:
+        p.predict([s], batch_size=1)
+    single = n_single / (time.perf_counter() - t)
+    t = time.perf_counter()
+    p.predict(structs, batch_size=256)
+    batched = n / (time.perf_counter() - t)
+    return {"model": p.source, "members": [m.source for m in getattr(p, "members", [p])],
+            "one_at_a_time_structures_per_s": single, "batched_structures_per_s": batched,
+            "speedup": batched / single}
+
+
 def bench_chgnet(n: int) -> dict:
     from sc_inverse.screening.relax import ElementalReferences, MlipRelaxer
 
@@ -164,6 +188,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chgnet", type=int, default=20, help="structures to relax with CHGNet (0 = skip)")
+    ap.add_argument("--default-model", type=int, default=300,
+                    help="structures for the default (ensemble) T_c model timing (0 = skip)")
     args = ap.parse_args()
     import torch
 
@@ -175,6 +201,8 @@ def main() -> None:
     out = {"load_average_before": list(os.getloadavg()),
            "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",
            "alignn": bench_alignn(args.model, args.n, variants, args.n_single, args.rounds)}
+    if args.default_model:
+        out["default_tc_model"] = bench_default_model(args.default_model, min(args.n_single, args.default_model))
     if args.chgnet:
         out["chgnet"] = bench_chgnet(args.chgnet)
     out["load_average_after"] = list(os.getloadavg())

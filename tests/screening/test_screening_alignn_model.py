@@ -57,3 +57,25 @@ def test_triplet_cap_splits_batches_without_changing_values(tiny_model_dir, val_
     sizes.clear()
     predict_structures(loaded, val_structures, batch_size=64, max_triplets=1)  # each graph alone
     assert len(sizes) == len(val_structures)
+
+
+def test_shared_graphs_build_once_and_match_separate_predictions(tiny_model_dir, val_structures, monkeypatch):
+    from screening_testutils import isolated_atom
+
+    import sc_inverse.screening.alignn_model as am
+
+    a, b = load_alignn_dir(tiny_model_dir), load_alignn_dir(tiny_model_dir)
+    with __import__("torch").no_grad():
+        for prm in b.model.parameters():
+            prm.mul_(1.1)  # a different network on the same graphs
+    structs = [*val_structures[:4], isolated_atom()]
+    sep = [predict_structures(m, structs, batch_size=3) for m in (a, b)]
+    calls = []
+    real = am.structure_to_graph
+    monkeypatch.setattr(am, "structure_to_graph", lambda s, spec: calls.append(1) or real(s, spec))
+    shared = am.predict_structures_shared_graphs([a, b], structs, batch_size=3)
+    assert len(calls) == len(structs)
+    for (v, e), (v0, e0) in zip(shared, sep, strict=True):
+        np.testing.assert_allclose(v, v0, rtol=1e-6, atol=1e-6)
+        assert e == e0 and e[-1] and "graph rejected" in e[-1]
+    assert not np.allclose(shared[0][0][:4], shared[1][0][:4])

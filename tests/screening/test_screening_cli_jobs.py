@@ -121,3 +121,26 @@ def test_predict_with_registry_model_offline_fails_clearly(tmp_path, monkeypatch
 
     assert isinstance(res.exception, ModelLoadError) and "tc_supercon_radius" in str(res.exception)
     assert not (tmp_path / "p.json").exists()
+
+
+def test_train_predictor_kind_chgnet_hgb_then_predict(tmp_path):
+    """`train-predictor --kind chgnet-hgb` writes a feature-model dir that `predict` loads."""
+    from sc_inverse.data import load_jarvis_sc
+
+    recs = [{"id": f"{split}-{r['jid']}", "structure": r["structure"].as_dict(), "split": split,
+             "tc_K": r["tc_K"]}
+            for split, rows in (("train", load_jarvis_sc("train")[:20]), ("val", load_jarvis_sc("val")[:4]))
+            for r in rows]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(recs))
+    out = tmp_path / "feat"
+    res = CliRunner().invoke(cli, ["train-predictor", "--kind", "chgnet-hgb", "--data", str(data),
+                                   "--out", str(out), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "feature_model.json").is_file() and "val MAE" in (out / "MODEL_CARD.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["n_train"] == 20
+    inp = _write_inputs(tmp_path / "in.json")
+    res = CliRunner().invoke(cli, ["predict", str(inp), "--model", str(out), "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert isinstance(preds[0]["predictions"]["tc_K"], float) and preds[2]["predictions"]["tc_K"] is None

@@ -394,31 +394,56 @@ def predict_structures(
     reported. Results do not depend on how structures are batched (up to float rounding).
     ``fast=False`` runs alignn's own forward (for benchmarks and equality tests).
     """
+    return predict_structures_shared_graphs([loaded], structures, batch_size=batch_size, device=device,
+                                            progress=progress, max_triplets=max_triplets, fast=fast)[0]
+
+
+def predict_structures_shared_graphs(
+    models: Sequence[LoadedAlignn],
+    structures: Sequence[Structure],
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+    max_triplets: int | None = DEFAULT_MAX_TRIPLETS,
+    fast: bool = True,
+) -> list[tuple[np.ndarray, list[str | None]]]:
+    """:func:`predict_structures` for several models with the same :class:`GraphSpec` (e.g. an
+    ensemble's ALIGNN seeds): each graph is built once and fed to every model."""
+    if not models:
+        return []
+    spec = models[0].graph
+    if any(m.graph != spec for m in models):
+        raise ValueError("predict_structures_shared_graphs needs models with one GraphSpec")
     n = len(structures)
-    values = np.full(n, np.nan)
-    errors: list[str | None] = [None] * n
+    results = [(np.full(n, np.nan), [None] * n) for _ in models]
     batch_size = max(1, int(batch_size))
     cap = math.inf if not max_triplets else int(max_triplets)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"ALIGNN {loaded.target or ''}".strip(), unit="struct")
+        bar = tqdm(total=n, desc=f"ALIGNN {models[0].target or ''}".strip(), unit="struct")
     idx: list[int] = []
     pairs: list = []
     triplets = 0
+
+    def flush() -> None:
+        for m, (values, errors) in zip(models, results, strict=True):
+            _forward_chunk(m, idx, pairs, device, values, errors, fast)
+        if bar is not None:
+            bar.update(len(idx))
+
     for i, s in enumerate(structures):
         try:
-            pair = structure_to_graph(s, loaded.graph)
+            pair = structure_to_graph(s, spec)
         except GraphBuildError as exc:
-            errors[i] = f"graph rejected: {exc}"
+            for _, errors in results:
+                errors[i] = f"graph rejected: {exc}"
             pair = None
         if pair is not None:
             t = int(pair[1].num_edges)
             if pairs and triplets + t > cap:
-                _forward_chunk(loaded, idx, pairs, device, values, errors, fast)
-                if bar is not None:
-                    bar.update(len(idx))
+                flush()
                 idx, pairs, triplets = [], [], 0
             idx.append(i)
             pairs.append(pair)
@@ -426,14 +451,10 @@ def predict_structures(
         elif bar is not None:
             bar.update(1)
         if len(pairs) >= batch_size:
-            _forward_chunk(loaded, idx, pairs, device, values, errors, fast)
-            if bar is not None:
-                bar.update(len(idx))
+            flush()
             idx, pairs, triplets = [], [], 0
     if pairs:
-        _forward_chunk(loaded, idx, pairs, device, values, errors, fast)
-        if bar is not None:
-            bar.update(len(idx))
+        flush()
     if bar is not None:
         bar.close()
-    return values, errors
+    return results

@@ -16,6 +16,7 @@ Write one with ``python -m sc_inverse.screening.ensemble OUT MEMBER [MEMBER ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -80,10 +81,32 @@ class EnsemblePredictor:
         self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None,
         progress: bool = False,
     ) -> list[tuple[np.ndarray, list[str | None]]]:
-        """Every member's ``(values, errors)``, in member order."""
+        """Every member's ``(values, errors)``, in member order.
+
+        ALIGNN members with the same graph settings share one graph build per structure
+        (graph building is ~20 % of an ALIGNN prediction).
+        """
+        from sc_inverse.screening.alignn_model import predict_structures_shared_graphs
+        from sc_inverse.screening.predictors import AlignnPredictor
+
         structures = list(structures)
-        return [m.predict_with_errors(structures, batch_size=batch_size, device=device, progress=progress)
-                for m in self.members]
+        out: list[tuple[np.ndarray, list[str | None]] | None] = [None] * len(self.members)
+        groups: dict[tuple, list[int]] = {}
+        for j, m in enumerate(self.members):
+            if isinstance(m, AlignnPredictor):
+                groups.setdefault((m.loaded.graph, device or m.device), []).append(j)
+        for (_, dev), js in groups.items():
+            for j in js:
+                self.members[j].to_device(dev)
+            res = predict_structures_shared_graphs([self.members[j].loaded for j in js], structures,
+                                                   batch_size=batch_size, device=dev, progress=progress)
+            for j, r in zip(js, res, strict=True):
+                out[j] = r
+        for j, m in enumerate(self.members):
+            if out[j] is None:
+                out[j] = m.predict_with_errors(structures, batch_size=batch_size, device=device,
+                                               progress=progress)
+        return out  # type: ignore[return-value]
 
     def predict_with_errors(
         self,
@@ -111,8 +134,11 @@ class EnsemblePredictor:
 
 def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "tc_K",
                    val_samples: list | None = None, train_samples: list | None = None,
-                   command: str | None = None) -> dict[str, Any]:
-    """Write ``ensemble.json``, evaluate members and mean on the val split, write the card."""
+                   command: str | None = None, notes: str | None = None) -> dict[str, Any]:
+    """Write ``ensemble.json``, evaluate members and mean on the val split, write the card.
+
+    ``notes`` (markdown) is appended to the card, e.g. baselines and what was tried.
+    """
     from sc_inverse.screening.train import load_training_data
 
     out = Path(out_dir)
@@ -139,14 +165,14 @@ def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "t
         [{"id": s.id, "target": s.y, "pred": float(p) if math.isfinite(p) else None,
           "members": [float(x) if math.isfinite(x) else None for x in vals[:, j]]}
          for j, (s, p) in enumerate(zip(val_samples, mean.tolist(), strict=True))]))
-    rows = "\n".join(f"| `{m}` | {mae:.3f} |" for m, mae in member_mae.items())
+    rows = "\n".join(_member_row(out, m, mae) for m, mae in member_mae.items())
     (out / "MODEL_CARD.md").write_text(f"""# Mean ensemble: {target}
 
 - Command: `{command or ' '.join(sys.argv)}`
 - Members (equal weights, fixed before looking at val; a structure any member rejects is rejected):
 
-| member | val MAE |
-|---|---|
+| member | kind | how it was trained (its own card has the rest) | epochs (best) | train CV MAE | val MAE |
+|---|---|---|---|---|---|
 {rows}
 
 ## Validation
@@ -155,8 +181,26 @@ def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "t
 - baseline (predict the train median) val MAE = {metrics['val_baseline_mae_train_median']:.3f}
 
 Each member's card says how it was trained; the test split was never read.
-""")
+{notes or ""}""")
     return metrics
+
+
+def _member_row(out: Path, member: str, mae: float) -> str:
+    """One card row from the member directory's metrics.json and the Command line of its card."""
+    ref = _member_ref(out, member)
+    metrics: dict[str, Any] = {}
+    command = kind = ""
+    if isinstance(ref, Path):
+        kind = "ensemble" if is_ensemble_dir(ref) else (
+            "chgnet_hgb" if (ref / "feature_model.json").is_file() else "alignn")
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            metrics = json.loads((ref / "metrics.json").read_text())
+        with contextlib.suppress(OSError):
+            command = next((ln.split("`")[1] for ln in (ref / "MODEL_CARD.md").read_text().splitlines()
+                            if ln.startswith("- Command:") and ln.count("`") >= 2), "")
+    epochs = f"{metrics['epochs']} ({metrics.get('best_epoch')})" if "epochs" in metrics else "-"
+    cv = f"{metrics['cv_mae_train']:.3f}" if metrics.get("cv_mae_train") is not None else "-"
+    return f"| `{member}` | {kind} | `{command}` | {epochs} | {cv} | {mae:.3f} |"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -164,9 +208,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("out", help="ensemble directory to write")
     ap.add_argument("members", nargs="+", help="member dirs (relative to OUT, absolute) or shipped names")
     ap.add_argument("--target", default="tc_K")
+    ap.add_argument("--notes", default=None, help="markdown file appended to the model card")
     args = ap.parse_args(argv)
     cmd = "python -m sc_inverse.screening.ensemble " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(json.dumps(write_ensemble(args.out, args.members, target=args.target, command=cmd), indent=1))
+    notes = Path(args.notes).read_text() if args.notes else None
+    print(json.dumps(write_ensemble(args.out, args.members, target=args.target, command=cmd, notes=notes),
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -160,6 +160,14 @@ class AlignnPredictor:
     def __repr__(self) -> str:
         return f"AlignnPredictor(key={self.key!r}, source={self.source!r})"
 
+    def to_device(self, device: str | None) -> str:
+        """Move the network to ``device`` (``None``: keep); returns the device in use."""
+        dev = device or self.device
+        if dev != self.device:
+            self.loaded.model.to(dev)
+            self.device = dev
+        return dev
+
     def predict_with_errors(
         self,
         structures: Sequence[Structure],
@@ -169,10 +177,7 @@ class AlignnPredictor:
     ) -> tuple[np.ndarray, list[str | None]]:
         from sc_inverse.screening.alignn_model import predict_structures
 
-        dev = device or self.device
-        if dev != self.device:
-            self.loaded.model.to(dev)
-            self.device = dev
+        dev = self.to_device(device)
         return predict_structures(self.loaded, list(structures), batch_size=batch_size, device=dev,
                                   progress=progress)
 
