@@ -183,7 +183,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="ALIGNN model (default: shipped T_c model)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--n-single", type=int, default=100, help="structures timed one at a time per round")
-    ap.add_argument("--batched", default="64:none:0,64:8192:1,256:4096:1,256:8192:1,256:16384:1",
+    ap.add_argument("--batched", default="64:none:0,256:2048:1,256:4096:1,256:8192:1,256:16384:1",
                     help="comma list of batch_size:max_triplets(none):fast(0/1) variants")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
