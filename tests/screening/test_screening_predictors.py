@@ -151,3 +151,13 @@ def test_unsupported_model_type_is_model_load_error(tiny_model_dir, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="needs DGL"):
         load_predictor(bad)
+
+
+def test_default_is_the_ensemble_and_alignn_default_the_shipped_alignn():
+    from sc_inverse.screening.ensemble import EnsemblePredictor
+    from sc_inverse.screening.predictors import SHIPPED_ALIGNN_TC_MODEL
+
+    assert AlignnPredictor().source == f"shipped:{SHIPPED_ALIGNN_TC_MODEL}"
+    ens = load_predictor()
+    assert isinstance(ens, EnsemblePredictor) and len(ens.members) >= 2
+    assert sum(isinstance(m, AlignnPredictor) for m in ens.members) >= 2

@@ -145,6 +145,8 @@ class AlignnPredictor:
         from sc_inverse.settings import get_settings
 
         self.device = device or get_settings().device
+        if model is None and resolved is None:  # the default T_c model is an ensemble, not ALIGNN
+            model = get_settings().tc_model or SHIPPED_ALIGNN_TC_MODEL
         path, self.source = resolved or resolve_model(model)
         self.loaded = load_alignn_dir(path, device=self.device, source=self.source)
         name = Path(str(model)).name if model is not None else path.name
