@@ -358,10 +358,11 @@ def batched_forward(loaded: LoadedAlignn, pairs: Sequence[tuple], device: str = 
     return arr
 
 
-#: default cap on triplets (line-graph edges) per forward pass: the triplet-sized activations
-#: (T x hidden float32) then stay within a CPU's L2/L3 cache; bigger batches were measured slower
-#: per structure (benchmarks/bench_screening.py)
-DEFAULT_MAX_TRIPLETS = 4096
+#: default cap on triplets (line-graph edges) per forward pass, i.e. ~14 JARVIS-SC cells: the
+#: triplet-sized activations (T x hidden float32, 4 MB each) then stay in a CPU's L3 cache.
+#: Measured on 2 cores (benchmarks/bench_screening.py): 8192 beat 2048/4096/16384 with 2 threads
+#: and tied 4096 with 1; one pass over 64 structures (~36 000 triplets) is slower per structure.
+DEFAULT_MAX_TRIPLETS = 8192
 
 
 def _forward_chunk(loaded: LoadedAlignn, idx: list[int], pairs: list, device: str,
