@@ -35,7 +35,7 @@ def evaluate_checkpoint(model_dir: Path, n: int, seed: int, steps: int | None, r
     from sc_inverse.generative.train import refit_prior
 
     model, _ = load_model(model_dir)
-    if not bool(model.prior_fitted):
+    if not bool(model.prior_fitted) or not bool(model.nelem_counts.sum() > 0):
         refit_prior(model_dir, to_items(load_structures("jarvis", "train"), model.cfg.elements))
     t = time.perf_counter()
     recs = generate_candidates(n, model_dir=model_dir, seed=seed, progress=False,

@@ -159,3 +159,23 @@ def test_non_finite_cells_are_flagged_invalid_and_scores_bounded():
     b = bounded_score(u)
     assert torch.equal(b[0], u[0])  # ordinary scores untouched
     assert torch.isfinite(b).all() and float(b.norm(dim=-1).max()) <= MAX_SCORE_NORM + 1e-4
+
+
+def test_type_update_keeps_every_allowed_element():
+    import torch
+
+    from sc_inverse.generative.sample import update_types
+
+    n = torch.tensor([3, 2])
+    allowed = torch.zeros(2, 4, dtype=torch.bool)
+    allowed[0, [0, 2]] = True
+    allowed[1, [1, 3]] = True
+    logits = torch.zeros(5, 4)
+    logits[:, 0] = 5.0  # every atom prefers element 0 (forbidden in crystal 1)
+    logits[1, 2] = 4.0  # atom 1 likes element 2 most after 0
+    logits[3:, 1] = 1.0
+    free = update_types(logits, allowed, n, keep_every_element=False)
+    assert free[:3].tolist() == [0, 0, 0] and free[3:].tolist() == [1, 1]
+    kept = update_types(logits, allowed, n, keep_every_element=True)
+    assert kept[:3].tolist() == [0, 2, 0]
+    assert sorted(kept[3:].tolist()) == [1, 3]

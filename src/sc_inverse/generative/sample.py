@@ -89,6 +89,39 @@ def bounded_score(u: torch.Tensor, max_norm: float = MAX_SCORE_NORM) -> torch.Te
     return u * (max_norm / norm.clamp_min(max_norm))
 
 
+def update_types(logits: torch.Tensor, allowed: torch.Tensor, num_atoms: torch.Tensor,
+                 keep_every_element: bool) -> torch.Tensor:
+    """Atom types from the decoder's logits: argmax over each crystal's allowed elements.
+
+    With ``keep_every_element`` (the element-count prior is active) an allowed element that lost
+    all its atoms takes back the atom that prefers it most among atoms whose own element keeps
+    another atom. Why: unrepaired, the argmax merged 2-element cells into one element, giving 8 %
+    elemental cells (JARVIS-SC: 0.9 %), mostly duplicates of solid O2.
+    """
+    bidx = batch_index(num_atoms)
+    types = logits.masked_fill(~allowed[bidx], -math.inf).argmax(-1)
+    if not keep_every_element:
+        return types
+    counts = torch.zeros_like(allowed, dtype=torch.long).index_put_(
+        (bidx, types), torch.ones_like(types), accumulate=True)
+    missing = (allowed & (counts == 0)).nonzero().tolist()
+    if not missing:
+        return types
+    ptr = torch.cat([num_atoms.new_zeros(1), num_atoms.cumsum(0)]).tolist()
+    for b, k in missing:
+        lo, hi = ptr[b], ptr[b + 1]
+        t = types[lo:hi]
+        margin = logits[lo:hi, k] - logits[lo:hi].gather(1, t[:, None]).squeeze(1)
+        margin = margin.masked_fill(counts[b, t] < 2, -math.inf)
+        i = int(margin.argmax())
+        if not math.isfinite(float(margin[i])):
+            continue  # every atom is its element's last one (cannot happen for m <= N)
+        counts[b, t[i]] -= 1
+        counts[b, k] += 1
+        types[lo + i] = k
+    return types
+
+
 @torch.no_grad()
 def langevin_decode(
     model: CDVAE,
@@ -130,8 +163,9 @@ def langevin_decode(
         inv = torch.linalg.inv(lattice)
         bidx = batch_index(n)
         comp = F.softmax(model.composition_logits(zc, n) / composition_temperature, -1)
-        types, allowed = allocate_types(comp, n, generator, model.sample_num_elements(n, generator))
-        allowed_atom = allowed[bidx]
+        n_elements = model.sample_num_elements(n, generator)
+        types, allowed = allocate_types(comp, n, generator, n_elements)
+        restricted = n_elements is not None
         frac = torch.rand(len(bidx), 3, generator=generator, device=dev)
         inv_atom = inv[bidx]
         u = torch.zeros_like(frac)
@@ -145,14 +179,14 @@ def langevin_decode(
                 dcart = alpha * u / sigma + noise
                 frac = (frac + torch.einsum("nk,nkl->nl", dcart, inv_atom)) % 1.0
                 if sigma >= type_update_min_sigma:
-                    types = logits.masked_fill(~allowed_atom, -math.inf).argmax(-1)
+                    types = update_types(logits, allowed, n, restricted)
                 if bar is not None:
                     bar.update(1)
         u, logits = model.decoder(zc, types, frac, lattice, n, torch.full((len(n),), s_min, device=dev))
         u = bounded_score(u)
         frac = (frac + torch.einsum("nk,nkl->nl", s_min * u, inv_atom)) % 1.0
         if s_min >= type_update_min_sigma:
-            types = logits.masked_fill(~allowed_atom, -math.inf).argmax(-1)
+            types = update_types(logits, allowed, n, restricted)
         counts = n.tolist()
         for i, (f, t) in enumerate(zip(frac.split(counts), types.split(counts), strict=True)):
             out.append({"frac": f.cpu(), "types": t.cpu(), "lengths": lengths[i].cpu(),
