@@ -82,7 +82,8 @@ def _write_table(records, path: Path) -> Path:
 @click.command("predict")
 @click.argument("structures", type=click.Path(exists=True))
 @click.option("--model", "models", multiple=True,
-              help="Model dir or name (shipped or ALIGNN2 registry); repeatable. Default: shipped T_c model.")
+              help="Model dir or name (ALIGNN, CHGNet-feature or ensemble dir, shipped name, ALIGNN2 "
+                   "registry name); repeatable. Default: shipped T_c model (tc_ensemble_jarvis_sc).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output JSON of records.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default=None, help="cpu / cuda (default: settings.device).")
