@@ -86,7 +86,8 @@ class ScInverseSettings(BaseSettings):
     device: str = Field("cpu", description="torch device for training/inference: cpu or cuda.")
     generator_model: Path | None = Field(None, description="CDVAE checkpoint dir; None = shipped.")
     tc_model: str | None = Field(
-        None, description="ALIGNN T_c model: local dir or registry name; None = shipped."
+        None, description="T_c model: a local model dir (ALIGNN, feature model or ensemble) or an "
+        "ALIGNN registry name; None = the shipped ensemble."
     )
 
     @classmethod

@@ -25,6 +25,7 @@ def test_shipped_checkpoint_loads_by_default(shipped):
     assert (shipped_checkpoint_dir() / "MODEL_CARD.md").is_file()
     assert (shipped_checkpoint_dir() / "model.pt").stat().st_size < 10 * 2**20
     assert bool(model.prior_fitted)
+    assert model.cfg.lattice_components > 1 and bool(model.nelem_counts.sum() > 0)
 
 
 def test_generate_candidates_records_and_reproducibility():
