@@ -66,3 +66,19 @@ def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
     assert fin_args[4] == [{"id": "nbn", "formula": "NbN", "note": "skipped: no pseudopotential for N, Nb",
                             "predictions": {}}]
     assert (run / "screened.json").is_file()
+
+
+def test_chemical_space_from_the_pseudopotential_library(tmp_path):
+    from sc_inverse.flows import covered_elements, resolve_chemical_space
+    from sc_inverse.generative.model import load_model
+
+    for name in ("Mg.pz-n-vbc.UPF", "B.pz-vbc.UPF", "N.pbe-kjpaw.UPF"):
+        (tmp_path / name).write_text("stub")  # only the file names matter here
+    assert covered_elements(["Mg", "B", "N", "C"], "test", str(tmp_path)) == ["Mg", "B"]
+    vocab = load_model()[0].cfg.elements
+    space = resolve_chemical_space("auto", "test", str(tmp_path))
+    assert sorted(space) == ["B", "Mg"] and all(e in vocab for e in space)
+    assert resolve_chemical_space("all", "test", str(tmp_path)) is None
+    assert resolve_chemical_space("Mg, B,C", "test") == ["Mg", "B", "C"]
+    # no library at all: no restriction (DFT then reports the missing pseudopotentials)
+    assert resolve_chemical_space("auto", "test", str(tmp_path / "missing")) is None

@@ -305,19 +305,63 @@ class InverseDesignMaker(Maker):
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
+def covered_elements(elements: list[str], preset: str, pseudo_dir: str | None = None,
+                     pseudo_pattern: str | None = None) -> list[str]:
+    """Those of ``elements`` that have a pseudopotential file at the preset's naming pattern."""
+    from sc_inverse.errors import MissingPseudopotentialError
+    from sc_inverse.qe.pseudos import find_pseudopotentials
+    from sc_inverse.qe.sets import get_preset
+
+    try:
+        find_pseudopotentials(elements, pseudo_dir, pseudo_pattern or get_preset(preset).pseudo_pattern)
+    except MissingPseudopotentialError as exc:
+        return [e for e in elements if e not in exc.elements]
+    return list(elements)
+
+
+def resolve_chemical_space(spec: str | None, preset: str, pseudo_dir: str | None = None) -> list[str] | None:
+    """``--elements``: ``all`` (None: no restriction), ``auto`` or a comma-separated list.
+
+    ``auto`` keeps the generator's elements that the pseudopotential library covers, so every
+    survivor of the screen can go to DFT (with the Debian LDA library: 15 of 62 elements); if the
+    library covers all of them, or none (no library found), generation is not restricted.
+    """
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    if spec.strip().lower() != "auto":
+        from sc_inverse.generative.cli import parse_elements
+
+        return parse_elements(spec)
+    from sc_inverse.generative.model import load_model
+
+    vocab = load_model()[0].cfg.elements
+    covered = covered_elements(vocab, preset, pseudo_dir)
+    if not covered:
+        logger.warning("--elements auto: no pseudopotential library covers any generator element; "
+                       "generating over all %d elements (DFT will skip every candidate)", len(vocab))
+        return None
+    if len(covered) == len(vocab):
+        return None
+    logger.info("--elements auto: %d of %d generator elements have %s-preset pseudopotentials: %s",
+                len(covered), len(vocab), preset, ",".join(covered))
+    return covered
+
+
 def make_inverse_design_flow(n: int, top_k: int, preset: str, seed: int, optimize_tc: bool,
                              include: Path | None, run_dir: Path, relax: bool = True,
                              pseudo_dir: str | None = None, qe_category: str | None = None,
-                             criteria_file: Path | None = None, keep_known: bool = False) -> Flow:
+                             criteria_file: Path | None = None, keep_known: bool = False,
+                             elements: str | None = "auto") -> Flow:
     """The flow ``run`` and ``submit inverse-design`` build from their options."""
     from sc_inverse.records import load_records
     from sc_inverse.screening.criteria import load_criteria
 
     extra = [r.model_dump(mode="json") for r in load_records(include)] if include else []
     criteria = [c.model_dump() for c in load_criteria(criteria_file)] if criteria_file else None
+    space = resolve_chemical_space(elements, preset, pseudo_dir)
     return InverseDesignMaker(
         n_candidates=n, top_k=top_k, preset=preset, seed=seed, pseudo_dir=pseudo_dir,
-        generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc),
+        generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc, elements=space),
         screen_maker=ScreenCandidatesMaker(relax=relax, criteria=criteria, exclude_known=not keep_known,
                                            screen_kwargs={"progress": True}),
         extra_records=extra, qe_category=qe_category,
@@ -346,6 +390,9 @@ flow_options = [
                  default=None, help="Screening criteria JSON/YAML (default: the paper's three)."),
     click.option("--keep-known", is_flag=True,
                  help="Let candidates with a training structure/composition pass the screen."),
+    click.option("--elements", default="auto", show_default=True,
+                 help="Chemical space of the generator: 'auto' (elements the pseudopotential "
+                      "library covers, so survivors can go to DFT), 'all', or e.g. 'Mg,B,C'."),
 ]
 
 
@@ -360,8 +407,8 @@ def _with_flow_options(f):
 @click.option("--store", type=click.Choice(["embedded", "mongo"]), default=None,
               help="Results store (default: settings.store, i.e. embedded).")
 @click.option("--run-name", default=None, help="Run folder name under <data_dir>/runs.")
-def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file, keep_known, store,
-        run_name) -> None:
+def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file, keep_known, elements,
+        store, run_name) -> None:
     """Generate → screen → QE-validate → hull → builders, locally, then print the top results."""
     import os
 
@@ -380,7 +427,8 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
     click.echo(f"run folder: {run_dir.root}")
     flow = make_inverse_design_flow(n, top_k, preset, seed, optimize_tc, include, run_dir.root,
                                     pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
-                                    criteria_file=criteria_file, keep_known=keep_known)
+                                    criteria_file=criteria_file, keep_known=keep_known,
+                                    elements=elements)
     t0 = time.perf_counter()
     responses = run_flow_locally(flow, root_dir=run_dir.root / "jobs")
     elapsed = time.perf_counter() - t0
@@ -403,7 +451,7 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
               help="FireWorks category of QE jobs (default: my_fworker.yaml's, or 'qe').")
 @click.option("--run-name", default=None, help="Run folder name under <data_dir>/runs.")
 def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
-                          keep_known, launchpad_file, category, run_name) -> None:
+                          keep_known, elements, launchpad_file, category, run_name) -> None:
     """The whole inverse-design flow to the LaunchPad; QE jobs tagged for `qlaunch` workers.
 
     The run folder must live on a filesystem the workers share (SC_INVERSE_DATA_DIR).
@@ -416,7 +464,7 @@ def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_d
     flow = make_inverse_design_flow(n, top_k, preset, seed, optimize_tc, include, run_dir.root,
                                     pseudo_dir=str(pseudo_dir) if pseudo_dir else None,
                                     qe_category=category, criteria_file=criteria_file,
-                                    keep_known=keep_known)
+                                    keep_known=keep_known, elements=elements)
     ids = submit_flow(flow, launchpad=launchpad_file, qe_category=category)
     click.echo(f"submitted {len(ids)} fireworks (run folder {run_dir.root}); "
                "QE jobs are added at run time by the DFT stage and inherit the QE category")

@@ -180,3 +180,14 @@ def test_type_update_keeps_every_allowed_element():
     kept = update_types(logits, allowed, n, keep_every_element=True)
     assert kept[:3].tolist() == [0, 2, 0]
     assert sorted(kept[3:].tolist()) == [1, 3]
+
+
+def test_generation_restricted_to_a_chemical_space():
+    recs = generate_candidates(12, seed=2, steps_per_level=1, progress=False, elements=["Mg", "B", "C", "Al"])
+    for r in recs:
+        assert {el.symbol for el in r.get_structure().composition} <= {"Mg", "B", "C", "Al"}
+    assert recs[0].provenance["elements"] == ["Al", "B", "C", "Mg"]
+    with pytest.raises(InputError, match="not element symbols"):
+        generate_candidates(2, progress=False, elements=["Mg", "Xx"])
+    with pytest.raises(InputError, match="vocabulary"):
+        generate_candidates(2, progress=False, elements=["Og"])

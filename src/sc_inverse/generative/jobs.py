@@ -42,6 +42,7 @@ class GenerateCandidatesMaker(Maker):
     device: str = "cpu"
     batch_size: int = 512
     threads: int = 1  # torch CPU threads (0 = torch's default); 1 is 2x faster on a busy 2-core box
+    elements: list[str] | None = None  # chemical space (None: the model's whole vocabulary)
 
     @job(output_schema=GeneratedCandidates, data=["records"])
     def make(self, n: int, seed: int = 0) -> GeneratedCandidates:
@@ -56,7 +57,7 @@ class GenerateCandidatesMaker(Maker):
             n, model_dir=self.model_dir, seed=seed, steps_per_level=steps, step_lr=self.step_lr,
             optimize_tc=self.optimize_tc, opt_steps=self.opt_steps, opt_lr=self.opt_lr,
             symmetrize=self.symmetrize, batch_size=self.batch_size, device=self.device,
-            progress=False, prior=self.prior,
+            progress=False, prior=self.prior, elements=self.elements,
         )
         return GeneratedCandidates(
             records=records,
@@ -65,5 +66,5 @@ class GenerateCandidatesMaker(Maker):
             seed=seed,
             flag_counts=dict(Counter(f for r in records for f in r.flags)),
             settings={"steps_per_level": steps, "optimize_tc": self.optimize_tc,
-                      "symmetrize": self.symmetrize, "prior": self.prior},
+                      "symmetrize": self.symmetrize, "prior": self.prior, "elements": self.elements},
         )

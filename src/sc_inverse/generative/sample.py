@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,12 @@ def default_step_lr(steps_per_level: int) -> float:
 
 
 def allocate_types(comp: torch.Tensor, num_atoms: torch.Tensor, generator=None,
-                   n_elements: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   n_elements: torch.Tensor | None = None,
+                   element_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Initial atom types and each crystal's allowed elements (bool, (B, K)).
+
+    ``element_mask`` (bool, (K,)) restricts every crystal to a chemical space (``generate
+    --elements``): the head's probabilities outside it are zeroed before anything is drawn.
 
     Without ``n_elements``: N·p rounded by largest remainder (after a Gumbel-perturbed draw of
     the probabilities, so z with the same mode still vary); every element is allowed. Drawing
@@ -51,14 +56,16 @@ def allocate_types(comp: torch.Tensor, num_atoms: torch.Tensor, generator=None,
     """
     gumbel = -torch.log(-torch.log(torch.rand(comp.shape, generator=generator, device=comp.device)
                                    .clamp(1e-9, 1 - 1e-9)))
-    logp = torch.log(comp.clamp_min(1e-12))
+    space = (torch.ones(comp.shape[1], dtype=torch.bool, device=comp.device)
+             if element_mask is None else element_mask.to(comp.device))
+    logp = torch.log(comp.clamp_min(1e-12)).masked_fill(~space, -math.inf)
     p = F.softmax(logp + 0.3 * gumbel, -1)
     if n_elements is None:
-        allowed = torch.ones_like(comp, dtype=torch.bool)
+        allowed = space.expand_as(comp).clone()
         base = torch.zeros_like(comp, dtype=torch.long)
         share = num_atoms
     else:
-        m = torch.minimum(n_elements, num_atoms).clamp_min(1)
+        m = torch.minimum(torch.minimum(n_elements, num_atoms), space.sum()).clamp_min(1)
         rank = torch.argsort(torch.argsort(logp + gumbel, dim=-1, descending=True), dim=-1)
         allowed = rank < m[:, None]
         p = p * allowed
@@ -133,6 +140,7 @@ def langevin_decode(
     progress: bool = False,
     composition_temperature: float = COMPOSITION_TEMPERATURE,
     type_update_min_sigma: float = 0.0,
+    element_mask: torch.Tensor | None = None,
 ) -> list[dict]:
     """Decode latents ``z`` (M, latent) into crystals; returns one dict of tensors per crystal.
 
@@ -164,7 +172,7 @@ def langevin_decode(
         bidx = batch_index(n)
         comp = F.softmax(model.composition_logits(zc, n) / composition_temperature, -1)
         n_elements = model.sample_num_elements(n, generator)
-        types, allowed = allocate_types(comp, n, generator, n_elements)
+        types, allowed = allocate_types(comp, n, generator, n_elements, element_mask)
         restricted = n_elements is not None
         frac = torch.rand(len(bidx), 3, generator=generator, device=dev)
         inv_atom = inv[bidx]
@@ -241,6 +249,28 @@ def encode_structures(model: CDVAE, structures, batch_size: int = 256) -> torch.
     return torch.cat(mus) if mus else torch.zeros(0, model.cfg.latent_dim)
 
 
+def element_space_mask(vocabulary: list[str], elements: Sequence[str]) -> torch.Tensor:
+    """Bool mask over the model's vocabulary for a requested chemical space.
+
+    Symbols that are not elements are an error; elements the model never saw are ignored with a
+    warning (it cannot place them), and a space with none of the model's elements is an error.
+    """
+    from pymatgen.core import Element
+
+    bad = [e for e in elements if not Element.is_valid_symbol(str(e))]
+    if bad:
+        raise InputError(f"not element symbols: {bad}")
+    wanted = set(map(str, elements))
+    unseen = sorted(wanted - set(vocabulary))
+    if unseen:
+        log.warning("elements outside the generator's training vocabulary are ignored: %s", unseen)
+    mask = torch.tensor([e in wanted for e in vocabulary], dtype=torch.bool)
+    if not bool(mask.any()):
+        raise InputError(f"none of the requested elements {sorted(wanted)} is in the generator's "
+                         f"vocabulary ({len(vocabulary)} elements: {', '.join(vocabulary)})")
+    return mask
+
+
 def generate_candidates(
     n: int,
     model_dir: str | Path | None = None,
@@ -256,6 +286,7 @@ def generate_candidates(
     progress: bool = True,
     prior: str = "auto",
     prior_scale: float = 1.0,
+    elements: Sequence[str] | None = None,
 ):
     """Sample ``n`` crystals from a CDVAE checkpoint and return ``list[CandidateRecord]``.
 
@@ -263,6 +294,8 @@ def generate_candidates(
     ``symmetrize`` refines each result with :func:`.symmetry.recover_symmetry`. Provenance holds
     the model hash, seed, index, latent z and sampling schedule; predictions hold the T_c head's
     value for the re-encoded result (``tc_K_cdvae``). Problematic cells are flagged, not dropped.
+    ``elements`` limits the crystals to that chemical space (e.g. the elements a pseudopotential
+    library covers); it must share at least one element with the model's vocabulary.
     """
     from sc_inverse.generative.model import load_model
     from sc_inverse.records import CandidateRecord
@@ -270,6 +303,7 @@ def generate_candidates(
     if n < 1:
         raise InputError(f"number of structures to generate must be >= 1, got {n}")
     model, info = load_model(model_dir, device)
+    mask = element_space_mask(model.cfg.elements, elements) if elements is not None else None
     gen = torch.Generator(device=device).manual_seed(seed)
     z = model.sample_latent(n, gen, prior, prior_scale)
     tc_latent = None
@@ -280,7 +314,8 @@ def generate_candidates(
     else:
         with torch.no_grad():
             tc_latent = model.predict_tc_K(z)
-    crystals = langevin_decode(model, z, steps_per_level, step_lr, gen, batch_size, progress)
+    crystals = langevin_decode(model, z, steps_per_level, step_lr, gen, batch_size, progress,
+                               element_mask=mask)
     structures = [crystal_to_structure(c, model.cfg.elements) for c in crystals]
     flags = structure_flags(structures)
     with torch.no_grad():
@@ -306,6 +341,7 @@ def generate_candidates(
             "optimize_tc": optimize_tc,
             "latent_prior": "aggregate" if (prior != "standard" and bool(model.prior_fitted)) else "standard",
             "prior_scale": prior_scale,
+            "elements": sorted(elements) if elements is not None else None,
             "tc_K_latent": float(tc_latent[i]),
         }
         records.append(
