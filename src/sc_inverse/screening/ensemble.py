@@ -28,6 +28,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
+from sc_inverse.screening.predictors import PredictorBase
 
 ENSEMBLE_FILE = "ensemble.json"
 KIND = "mean_ensemble"
@@ -46,7 +47,7 @@ def _member_ref(path: Path, member: str) -> str | Path:
     return p if p.is_dir() else member  # else: a shipped / registry name
 
 
-class EnsemblePredictor:
+class EnsemblePredictor(PredictorBase):
     """Mean of member predictors; all members must predict the same key."""
 
     def __init__(self, path: str | Path, source: str | None = None, key: str | None = None,
@@ -125,11 +126,6 @@ class EnsemblePredictor:
         mean = vals.mean(axis=0)
         mean[[e is not None for e in errors]] = np.nan
         return mean, errors
-
-    def predict(
-        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
-    ) -> np.ndarray:
-        return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
 
 
 def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "tc_K",

@@ -30,6 +30,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError, ModelLoadError
+from sc_inverse.screening.predictors import PredictorBase
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def is_feature_model_dir(path: str | Path) -> bool:
     return (Path(path) / FEATURE_MODEL_FILE).is_file()
 
 
-class FeatureRegressorPredictor:
+class FeatureRegressorPredictor(PredictorBase):
     """CHGNet-embedding + composition gradient-boosting predictor (one scalar target)."""
 
     def __init__(self, path: str | Path, source: str | None = None, key: str | None = None):
@@ -199,11 +200,6 @@ class FeatureRegressorPredictor:
                 errors[i] = "model returned a non-finite value (NaN/inf)"
                 values[i] = np.nan
         return values, errors
-
-    def predict(
-        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
-    ) -> np.ndarray:
-        return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
 
 
 def train_feature_model(

@@ -136,7 +136,29 @@ def resolve_model(name_or_dir: str | Path | None) -> tuple[Path, str]:
     return fetch_registry_model(str(name_or_dir)), f"alignn2:{name_or_dir}"
 
 
-class AlignnPredictor:
+class PredictorBase:
+    """``predict`` written once for every predictor kind: :meth:`predict_with_errors` without the
+    per-structure messages (failed structures stay NaN)."""
+
+    key: str
+    source: str
+
+    def predict_with_errors(
+        self,
+        structures: Sequence[Structure],
+        batch_size: int = 64,
+        device: str | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, list[str | None]]:
+        raise NotImplementedError
+
+    def predict(
+        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
+    ) -> np.ndarray:
+        return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
+
+
+class AlignnPredictor(PredictorBase):
     """Batched ALIGNN inference (pure-torch backend) for one scalar target."""
 
     def __init__(self, model: str | Path | None = None, key: str | None = None, device: str | None = None,
@@ -182,11 +204,6 @@ class AlignnPredictor:
         dev = self.to_device(device)
         return predict_structures(self.loaded, list(structures), batch_size=batch_size, device=dev,
                                   progress=progress)
-
-    def predict(
-        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
-    ) -> np.ndarray:
-        return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
 
 
 def load_predictor(name_or_dir: str | Path | None = None, key: str | None = None,
