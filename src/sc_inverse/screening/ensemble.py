@@ -28,7 +28,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
-from sc_inverse.screening.predictors import PredictorBase
+from sc_inverse.screening.predictors import Predictor
 
 ENSEMBLE_FILE = "ensemble.json"
 KIND = "mean_ensemble"
@@ -47,7 +47,7 @@ def _member_ref(path: Path, member: str) -> str | Path:
     return p if p.is_dir() else member  # else: a shipped / registry name
 
 
-class EnsemblePredictor(PredictorBase):
+class EnsemblePredictor(Predictor):
     """Mean of member predictors; all members must predict the same key."""
 
     def __init__(self, path: str | Path, source: str | None = None, key: str | None = None,

@@ -30,7 +30,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError, ModelLoadError
-from sc_inverse.screening.predictors import PredictorBase
+from sc_inverse.screening.predictors import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def is_feature_model_dir(path: str | Path) -> bool:
     return (Path(path) / FEATURE_MODEL_FILE).is_file()
 
 
-class FeatureRegressorPredictor(PredictorBase):
+class FeatureRegressorPredictor(Predictor):
     """CHGNet-embedding + composition gradient-boosting predictor (one scalar target)."""
 
     def __init__(self, path: str | Path, source: str | None = None, key: str | None = None):

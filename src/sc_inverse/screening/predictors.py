@@ -16,10 +16,10 @@ Failures are per structure: values are NaN and ``predict_with_errors`` says why.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from pymatgen.core import Structure
@@ -46,26 +46,6 @@ REGISTRY_KEYS = {
     "mbj_bandgap": "gap_mbj_eV",
     "ehull": "e_above_hull_eV_per_atom",
 }
-
-
-@runtime_checkable
-class Predictor(Protocol):
-    """Anything that maps structures to one number each."""
-
-    key: str  # prediction name in records, e.g. "tc_K"
-    source: str  # where the model came from (dir, registry name)
-
-    def predict(
-        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
-    ) -> np.ndarray: ...
-
-    def predict_with_errors(
-        self,
-        structures: Sequence[Structure],
-        batch_size: int = 64,
-        device: str | None = None,
-        progress: bool = False,
-    ) -> tuple[np.ndarray, list[str | None]]: ...
 
 
 def shipped_models_dir() -> Path:
@@ -136,21 +116,24 @@ def resolve_model(name_or_dir: str | Path | None) -> tuple[Path, str]:
     return fetch_registry_model(str(name_or_dir)), f"alignn2:{name_or_dir}"
 
 
-class PredictorBase:
-    """``predict`` written once for every predictor kind: :meth:`predict_with_errors` without the
-    per-structure messages (failed structures stay NaN)."""
+class Predictor(ABC):
+    """Anything that maps structures to one number each (ALIGNN, feature model, ensemble).
 
-    key: str
-    source: str
+    Subclasses implement :meth:`predict_with_errors` (values with NaN + a message per failed
+    structure); ``predict`` is the values alone.
+    """
 
+    key: str  # prediction name in records, e.g. "tc_K"
+    source: str  # where the model came from (dir, registry name)
+
+    @abstractmethod
     def predict_with_errors(
         self,
         structures: Sequence[Structure],
         batch_size: int = 64,
         device: str | None = None,
         progress: bool = False,
-    ) -> tuple[np.ndarray, list[str | None]]:
-        raise NotImplementedError
+    ) -> tuple[np.ndarray, list[str | None]]: ...
 
     def predict(
         self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
@@ -158,7 +141,7 @@ class PredictorBase:
         return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
 
 
-class AlignnPredictor(PredictorBase):
+class AlignnPredictor(Predictor):
     """Batched ALIGNN inference (pure-torch backend) for one scalar target."""
 
     def __init__(self, model: str | Path | None = None, key: str | None = None, device: str | None = None,
