@@ -103,3 +103,14 @@ def test_train_generator_cli_on_user_records(tmp_path, jarvis_train):
     assert info["meta"]["n_train"] + info["meta"]["n_val"] == 12
     assert set(model.cfg.elements) == {e.symbol for _, s, _ in jarvis_train[:12] for e in s.composition.elements}
     assert not torch.isnan(model.tc_mean)  # T_c read from the records' tc_K field
+
+
+def test_snapshots_are_loadable_checkpoints_with_the_element_table(tmp_path, vocab, tiny_items):
+    cfg = CDVAEConfig.small(elements=vocab)
+    out = tmp_path / "snap"
+    fit(cfg, tiny_items[:16], tiny_items[16:], out, epochs=4, batch_size=8, progress=False, snapshot_every=2)
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["epoch_0002", "epoch_0004"]
+    model, info = load_model(out / "snapshots" / "epoch_0004")
+    assert info["meta"]["epoch"] == 3
+    assert int(model.nelem_counts.sum()) == 16  # fitted before training, so every save carries it

@@ -95,6 +95,7 @@ def fit(
     model = CDVAE(cfg).to(device)
     tr = collate(train_items)
     model.set_normalizer(tr["lengths"].to(device), tr["angles"].to(device), tr["num_atoms"].to(device), tr["tc"].to(device))
+    model.fit_element_count_prior(tr["types"].to(device), tr["num_atoms"].to(device))  # data only: every save has it
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.6, patience=30, min_lr=1e-4)
     gen = torch.Generator().manual_seed(seed)
