@@ -172,7 +172,7 @@ def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch)
     """The paper preset's path (k-length convergence to 1 mRy, prime bump, vc-relax with
     qcutz/local-TF) on real pw.x; LDA Al.pz-vbc stands in for the GBRV library."""
     from sc_inverse.qe.jobs import QeRelaxMaker
-    from sc_inverse.qe.kpoints import RY_TO_EV
+    from sc_inverse.qe.parsers import RY_TO_EV
     from sc_inverse.qe.sets import PAPER
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

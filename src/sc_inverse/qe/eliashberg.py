@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sc_inverse.qe.parsers import RY_TO_CM1
+from sc_inverse.qe.parsers import THZ_TO_CM1
 
 CM1_TO_K = 1.438776877  # h c / k_B in K·cm
 MIN_FREQUENCY_CM1 = 1.0  # modes below this (acoustic at Γ, imaginary) carry no coupling
@@ -236,11 +236,7 @@ def select_smearing(
     )
 
 
-def ry_to_cm1(values) -> np.ndarray:
-    return np.asarray(values, float) * RY_TO_CM1
-
-
-THZ_PER_CM1 = 1.0 / 33.35640951981521
+THZ_PER_CM1 = 1.0 / THZ_TO_CM1
 
 
 def lambda_x_input(

@@ -40,6 +40,7 @@ from sc_inverse.qe.kpoints import (
 )
 from sc_inverse.qe.parsers import (
     RY_TO_CM1,
+    RY_TO_EV,
     parse_a2f_dos,
     parse_dyn0,
     parse_dyn_file,
@@ -180,7 +181,7 @@ def _pw_doc(out, text, preset, pseudos, kgrid, directory, label, calc_type, timi
         ),
         energy_eV=out.energy_eV,
         energy_per_atom_eV=out.energy_eV / len(final),
-        energies_ionic_eV=[e * 13.605693122994 for e in out.energies_Ry],
+        energies_ionic_eV=[e * RY_TO_EV for e in out.energies_Ry],
         fermi_energy_eV=out.fermi_energy_eV,
         forces_eV_per_A=out.forces_eV_per_A,
         stress_kbar=out.stress_kbar,

@@ -20,13 +20,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
+from sc_inverse.qe.sets import DEFAULT_IMAGINARY_THRESHOLD_CM1
+
 #: Fields of :class:`ElphTaskDoc` that hold large arrays; jobs send them to the "data" store.
 ELPH_DATA_FIELDS: tuple[str, ...] = ("a2f",)
 
-#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
-#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
-#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
-DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
 
 
 def _now() -> str:

@@ -18,9 +18,14 @@ from pymatgen.io.core import InputGenerator, InputSet
 from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
-from sc_inverse.qe.kpoints import RY_TO_EV
+from sc_inverse.qe.parsers import RY_TO_EV
 
 Mesh = tuple[int, int, int]
+
+#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
+#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
+#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
+DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +67,7 @@ class QePreset:
     matdyn_nk: Mesh | None = None  # None = the k grid (JARVIS)
     matdyn_ndos: int = 50
     mu_star: float = 0.1
-    imaginary_threshold_cm1: float = -20.0
+    imaginary_threshold_cm1: float = DEFAULT_IMAGINARY_THRESHOLD_CM1
 
     def with_updates(self, **kwargs) -> QePreset:
         return replace(self, **kwargs)
