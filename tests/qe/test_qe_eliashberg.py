@@ -88,7 +88,9 @@ def test_live_lambda_x_cross_check(al_elph_dir):
     qpoints = [_qpoint_phonons(al_elph_dir, i) for i in range(1, 9)]
     for f in ("lambda.dat", "lambda.in"):
         (al_elph_dir / f).unlink()
-    rows = run_lambda_x(al_elph_dir, qpoints, 0.1)
+    res = run_lambda_x(al_elph_dir, qpoints, 0.1)
+    assert res.timing.step == "lambda" and res.output.name == "lambda.out"
+    rows = P.parse_lambda_dat(al_elph_dir / "lambda.dat")
     res = E.eliashberg_table([q.frequencies_cm1 for q in qpoints], [q.lambdas for q in qpoints],
                              [q.n_star for q in qpoints], [r["sigma_Ry"] for r in rows])
     for mine, lx in zip(res.rows, rows, strict=True):

@@ -25,7 +25,7 @@ from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 
 from sc_inverse.errors import CalculationError, InputError
-from sc_inverse.qe.eliashberg import debye_temperature_K, eliashberg_table, lambda_x_input
+from sc_inverse.qe.eliashberg import debye_temperature_K, eliashberg_table
 from sc_inverse.qe.handlers import (
     PhRecoverHandler,
     PwDiagonalizationHandler,
@@ -52,7 +52,7 @@ from sc_inverse.qe.parsers import (
     parse_pw_output,
 )
 from sc_inverse.qe.pseudos import find_pseudopotentials
-from sc_inverse.qe.run import qe_command, run_qe
+from sc_inverse.qe.run import QeRunResult, run_qe
 from sc_inverse.qe.schemas import (
     ELPH_DATA_FIELDS,
     A2FData,
@@ -66,6 +66,7 @@ from sc_inverse.qe.schemas import (
     SmearingRow,
 )
 from sc_inverse.qe.sets import (
+    LambdaInputGenerator,
     MatdynInputGenerator,
     PhInputGenerator,
     PwInputGenerator,
@@ -338,22 +339,15 @@ def _qpoint_phonons(directory: Path, index: int, weight_total: int | None = None
     )
 
 
-def run_lambda_x(directory: Path, qpoints: list[QPointPhonons], mu_star: float) -> list[dict]:
-    """Run QE's lambda.x on the per-q files in ``directory`` (independent λ/ω_log check)."""
-    import subprocess
-
-    text = lambda_x_input(
+def run_lambda_x(directory: Path, qpoints: list[QPointPhonons], mu_star: float) -> QeRunResult:
+    """QE's lambda.x on the per-q files in ``directory`` (independent λ/ω_log check);
+    writes ``lambda.dat``."""
+    iset = LambdaInputGenerator(mu_star=mu_star).get_input_set(
         [q.q_cart_2pi_alat for q in qpoints], [q.n_star for q in qpoints],
         [f"elph_dir/elph.inp_lambda.{q.index}" for q in qpoints],
-        max(max(q.frequencies_cm1) for q in qpoints), mu_star,
+        max(max(q.frequencies_cm1) for q in qpoints),
     )
-    (directory / "lambda.in").write_text(text)
-    with open(directory / "lambda.in") as fin, open(directory / "lambda.out", "w") as fout:
-        proc = subprocess.run(qe_command("lambda"), stdin=fin, stdout=fout,
-                              stderr=subprocess.STDOUT, cwd=directory, check=False)
-    if proc.returncode != 0:
-        raise CalculationError(f"lambda.x failed in {directory} (see lambda.out)")
-    return parse_lambda_dat(directory / "lambda.dat")
+    return run_qe("lambda", iset, directory)
 
 
 def analyse_elph(
@@ -400,7 +394,8 @@ def analyse_elph(
         sigmas, dos_ef, mu_star=preset.mu_star, theta_D_K=theta_D,
     )
     md_rows = {round(r.sigma_Ry, 6): r for r in parse_matdyn_lambda(directory / "lambda")}
-    lx_rows = {round(r["sigma_Ry"], 6): r for r in run_lambda_x(directory, raw, preset.mu_star)}
+    run_lambda_x(directory, raw, preset.mu_star)
+    lx_rows = {round(r["sigma_Ry"], 6): r for r in parse_lambda_dat(directory / "lambda.dat")}
     rows = []
     for r in table.rows:
         md = md_rows.get(round(r["sigma_Ry"], 6))
