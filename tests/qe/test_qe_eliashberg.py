@@ -83,9 +83,10 @@ def test_inconsistent_arrays_rejected():
 @requires_qe
 @pytest.mark.qe
 def test_live_lambda_x_cross_check(al_elph_dir):
-    from sc_inverse.qe.jobs import _qpoint_phonons, run_lambda_x
+    from sc_inverse.qe.jobs import run_lambda_x
+    from sc_inverse.qe.schemas import QPointPhonons
 
-    qpoints = [_qpoint_phonons(al_elph_dir, i) for i in range(1, 9)]
+    qpoints = [QPointPhonons.from_directory(al_elph_dir, i) for i in range(1, 9)]
     for f in ("lambda.dat", "lambda.in"):
         (al_elph_dir / f).unlink()
     res = run_lambda_x(al_elph_dir, qpoints, 0.1)
