@@ -11,6 +11,8 @@ from qe_testutils import requires_qe
 
 from sc_inverse.qe import eliashberg as E
 from sc_inverse.qe import parsers as P
+from sc_inverse.qe.jobs import run_lambda_x
+from sc_inverse.qe.schemas import QPointPhonons
 
 
 def _recorded(qe_data):
@@ -83,9 +85,6 @@ def test_inconsistent_arrays_rejected():
 @requires_qe
 @pytest.mark.qe
 def test_live_lambda_x_cross_check(al_elph_dir):
-    from sc_inverse.qe.jobs import run_lambda_x
-    from sc_inverse.qe.schemas import QPointPhonons
-
     qpoints = [QPointPhonons.from_directory(al_elph_dir, i) for i in range(1, 9)]
     for f in ("lambda.dat", "lambda.in"):
         (al_elph_dir / f).unlink()

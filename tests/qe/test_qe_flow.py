@@ -16,9 +16,16 @@ from qe_testutils import AL_EXAMPLE, QE_PSEUDO_DIR, ROOT, requires_qe
 
 from sc_inverse.errors import MissingPseudopotentialError, ParseError
 from sc_inverse.qe.flows import ElectronPhononTcMaker
-from sc_inverse.qe.jobs import QeElphMaker, QeScfMaker, analyse_elph
-from sc_inverse.qe.schemas import ElphTaskDoc, QPointTaskDoc
-from sc_inverse.qe.sets import TEST
+from sc_inverse.qe.jobs import (
+    QeElphMaker,
+    QeElphMergeMaker,
+    QeRelaxMaker,
+    QeScfMaker,
+    analyse_elph,
+)
+from sc_inverse.qe.parsers import RY_TO_EV, parse_lambda_dat
+from sc_inverse.qe.schemas import ElphTaskDoc, QPointPhonons, QPointTaskDoc
+from sc_inverse.qe.sets import PAPER, TEST
 
 
 @pytest.fixture
@@ -89,9 +96,6 @@ def test_truncated_epc_file_fails_before_q2r(al_elph_dir, al_structure):
 @pytest.mark.qe
 def test_fanout_merge_of_recorded_qpoints(al_elph_dir, tmp_path, qe_data):
     """The merge job gathers per-q job folders (as the fan-out leaves them) into one analysis."""
-    from sc_inverse.qe.jobs import QeElphMergeMaker
-    from sc_inverse.qe.schemas import QPointPhonons
-
     init = tmp_path / "init"
     init.mkdir()
     shutil.copy(al_elph_dir / "dyn0", init / "dyn0")
@@ -150,8 +154,7 @@ def test_epc_cli_on_al_example(tmp_path):
 @pytest.mark.slow
 def test_fanout_flow_matches_monolithic(al_structure, tmp_path, qe_data, monkeypatch):
     """Real fan-out (one ph.x job per irreducible q) reproduces the monolithic λ table."""
-    from sc_inverse.qe.cli import run_epc
-    from sc_inverse.qe.parsers import parse_lambda_dat
+    from sc_inverse.qe.cli import run_epc  # moves with the pipeline (issue 13, r1)
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     doc = run_epc(al_structure, tmp_path / "wd", preset="test", pseudo_dir=str(QE_PSEUDO_DIR),
@@ -173,10 +176,6 @@ def test_makers_are_plain_dataclasses():
 def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch):
     """The paper preset's path (k-length convergence to 1 mRy, prime bump, vc-relax with
     qcutz/local-TF) on real pw.x; LDA Al.pz-vbc stands in for the GBRV library."""
-    from sc_inverse.qe.jobs import QeRelaxMaker
-    from sc_inverse.qe.parsers import RY_TO_EV
-    from sc_inverse.qe.sets import PAPER
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     preset = PAPER.with_updates(pseudo_pattern="{el}.pz-vbc.UPF", ecutwfc=20.0, ecutrho=80.0,
                                 relax_system={"q2sigma": 1.0, "ecfixed": 19.5, "qcutz": 200.0})

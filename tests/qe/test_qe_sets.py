@@ -22,6 +22,7 @@ from sc_inverse.qe.sets import (
     read_namelist,
     update_namelist,
 )
+from sc_inverse.settings import get_settings
 
 
 @pytest.fixture
@@ -114,8 +115,6 @@ def test_pseudopotentials_case_insensitive_and_all_missing_reported(pseudo_lib):
 
 
 def test_settings_supply_pseudo_defaults(pseudo_lib, monkeypatch):
-    from sc_inverse.settings import get_settings
-
     monkeypatch.setenv("SC_INVERSE_PSEUDO_DIR", str(pseudo_lib))
     get_settings.cache_clear()
     assert find_pseudopotentials(["V"])["V"].name == "V_PBESOL_V1.4.USPP.F.UPF"
