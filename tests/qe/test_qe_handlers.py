@@ -142,7 +142,7 @@ def test_custodian_loop_gives_up_with_clear_error(qe_data, tmp_path, monkeypatch
 @pytest.mark.qe
 @pytest.mark.slow
 def test_real_ph_out_of_time_recovers(al_structure, tmp_path, monkeypatch):
-    """ph.x stopped by max_seconds is restarted with recover=.true. and finishes."""
+    """ph.x stopped by max_seconds is restarted at its first unfinished q-point and finishes."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pseudos = find_pseudopotentials(al_structure, QE_PSEUDO_DIR, TEST.pseudo_pattern)
     run_pw(al_structure, TEST, "scf", pseudos, (16, 16, 16), tmp_path, "scf_la2f", la2f=True)

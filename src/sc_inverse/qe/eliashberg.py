@@ -184,7 +184,6 @@ def eliashberg_table(
             {
                 "sigma_Ry": float(sigma),
                 "lambda_": lam_i,
-                "lambda_sum": float(np.sum(wq[:, None] * lam[:, i, :] * (w > MIN_FREQUENCY_CM1))),
                 "omega_log_K": wlog,
                 "omega_2_K": w2,
                 "tc_K": allen_dynes_tc(lam_i, wlog, mu_star),

@@ -254,13 +254,12 @@ def _ph_handlers(walltime_s) -> list:
 
 
 def run_ph(preset: QePreset, qgrid, directory: Path, start_q=None, last_q=None,
-           only_init=False, max_seconds=None, walltime_s=None, settings=None) -> QeRunResult:
+           max_seconds=None, walltime_s=None, settings=None) -> QeRunResult:
     """ph.x EPC on the q grid (or irreducible q-points ``start_q..last_q``) in ``directory``."""
     gen = PhInputGenerator(preset=preset, fildyn=FILDYN)
     iset = gen.get_input_set(qgrid, outdir=OUTDIR, prefix=PREFIX, start_q=start_q,
-                             last_q=last_q, only_init=only_init, max_seconds=max_seconds)
-    return run_qe("ph", iset, directory, _ph_handlers(walltime_s), settings=settings,
-                  step="ph-init" if only_init else "ph")
+                             last_q=last_q, max_seconds=max_seconds)
+    return run_qe("ph", iset, directory, _ph_handlers(walltime_s), settings=settings)
 
 
 def run_qpoint(preset: QePreset, qpoints_grid, scf_outdir, prefix: str, q_index: int,

@@ -111,7 +111,7 @@ class RunTiming(BaseModel):
     """Wall time of one executable call."""
 
     step: str = Field(
-        description="relax, scf_la2f, scf, ph, ph-init, q2r, matdyn or lambda (the program "
+        description="relax, scf_la2f, scf, ph, q2r, matdyn or lambda (the program "
                     "unless the job names the run)."
     )
     command: str = ""

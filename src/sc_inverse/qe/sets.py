@@ -356,8 +356,8 @@ class PwInputGenerator(InputGenerator):
 class PhInputGenerator(InputGenerator):
     """ph.x electron-phonon input: ``ldisp`` on the q grid, ``electron_phonon='interpolated'``.
 
-    ``start_q``/``last_q`` select irreducible q-points (fan-out); ``only_init`` makes ph.x
-    stop after listing them (it writes ``fildyn0``), which is how the fan-out learns their number.
+    ``start_q``/``last_q`` select irreducible q-points (fan-out: the run of q-point 1 writes
+    ``fildyn0``, the list the other q jobs are made from).
     """
 
     preset: QePreset = TEST
@@ -371,8 +371,6 @@ class PhInputGenerator(InputGenerator):
         prefix: str = PREFIX,
         start_q: int | None = None,
         last_q: int | None = None,
-        recover: bool = False,
-        only_init: bool = False,
         max_seconds: float | None = None,
         user_params: dict[str, Any] | None = None,
     ) -> PhInputSet:
@@ -393,9 +391,6 @@ class PhInputGenerator(InputGenerator):
             "el_ph_nsigma": p.el_ph_nsigma,
             "start_q": start_q,
             "last_q": last_q,
-            "recover": True if recover else None,
-            "only_init": True if only_init else None,
-            "lqdir": True if only_init else None,
             "max_seconds": float(max_seconds) if max_seconds else None,
         }
         params.update(user_params or {})
