@@ -11,6 +11,8 @@ from qe_testutils import requires_qe
 
 from sc_inverse.qe import eliashberg as E
 from sc_inverse.qe import parsers as P
+from sc_inverse.qe.jobs import run_lambda_x
+from sc_inverse.qe.schemas import QPointPhonons
 
 
 def _recorded(qe_data):
@@ -83,12 +85,12 @@ def test_inconsistent_arrays_rejected():
 @requires_qe
 @pytest.mark.qe
 def test_live_lambda_x_cross_check(al_elph_dir):
-    from sc_inverse.qe.jobs import _qpoint_phonons, run_lambda_x
-
-    qpoints = [_qpoint_phonons(al_elph_dir, i) for i in range(1, 9)]
+    qpoints = [QPointPhonons.from_directory(al_elph_dir, i) for i in range(1, 9)]
     for f in ("lambda.dat", "lambda.in"):
         (al_elph_dir / f).unlink()
-    rows = run_lambda_x(al_elph_dir, qpoints, 0.1)
+    res = run_lambda_x(al_elph_dir, qpoints, 0.1)
+    assert res.timing.step == "lambda" and res.output.name == "lambda.out"
+    rows = P.parse_lambda_dat(al_elph_dir / "lambda.dat")
     res = E.eliashberg_table([q.frequencies_cm1 for q in qpoints], [q.lambdas for q in qpoints],
                              [q.n_star for q in qpoints], [r["sigma_Ry"] for r in rows])
     for mine, lx in zip(res.rows, rows, strict=True):
