@@ -374,15 +374,6 @@ def describe_store(store: Store) -> str:
     return type(store).__name__
 
 
-def connect_checked(store: Store) -> Store:
-    """Connect, turning connection failures into :class:`StoreError` (no credentials shown)."""
-    try:
-        store.connect()
-    except Exception as exc:  # noqa: BLE001 - pymongo/montydb raise many types
-        raise StoreError(f"cannot connect to {describe_store(store)}: {type(exc).__name__}") from exc
-    return store
-
-
 __all__ = [
     "BLOBS",
     "DATA_STORE",
@@ -390,7 +381,6 @@ __all__ = [
     "SUPERCONDUCTORS",
     "THERMO",
     "EmbeddedStore",
-    "connect_checked",
     "describe_store",
     "get_job_store",
     "get_store",
