@@ -5,7 +5,8 @@ montydb has no indexes: every ``find``/``replace_one`` scans the whole collectio
 per-document ``MontyStore.update`` is quadratic. :class:`EmbeddedStore` keeps the MontyStore
 format but gives each document a deterministic ``_id`` derived from its key fields and writes
 batches straight to the SQLite key-value table (one keys read, one ``INSERT``, one ``UPDATE``),
-which is what makes the builders reach thousands of documents per second.
+which is what makes the builders reach thousands of documents per second. Everything that
+touches montydb's internals is in :mod:`sc_inverse.stores.montydb_sqlite`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import bson
+from bson.errors import InvalidDocument
+from bson.raw_bson import RawBSONDocument
 from maggma.stores import MontyStore
 from monty.json import jsanitize
 
 from sc_inverse.errors import StoreError
+from sc_inverse.stores.montydb_sqlite import SqliteTable, check_montydb, sqlite_table
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +48,7 @@ _MISSING = object()
 
 def _materialize(v: Any) -> Any:
     """Turn lazily decoded BSON (RawBSONDocument, lists of them) into plain Python."""
-    from bson.raw_bson import RawBSONDocument
-
     if isinstance(v, RawBSONDocument):
-        import bson
-
         return bson.decode(v.raw)
     if isinstance(v, list):
         return [_materialize(x) for x in v]
@@ -123,39 +124,28 @@ def _project(doc: Mapping, properties: list[str]) -> dict:
 class EmbeddedStore(MontyStore):
     """A :class:`MontyStore` (SQLite storage) with batched, key-addressed upserts."""
 
-    def _sqlite_collection(self):
-        """montydb's SQLite contractor for this collection (None for other storages)."""
-        coll = self._collection
-        storage = coll._storage
-        if type(storage).__name__ != "SQLiteStorage":
-            return None
-        contractor = storage
-        for inst in coll._components:
-            contractor = contractor.contractor_cls(contractor, inst)
-        if not contractor._database.collection_exists(contractor._name):
-            contractor._database.collection_create(contractor._name)
-        return contractor
+    def connect(self, force_reset: bool = False) -> None:
+        """Connect; first fail clearly on a montydb whose internals this store does not know."""
+        check_montydb()
+        super().connect(force_reset=force_reset)
 
     def query(self, criteria=None, properties=None, sort=None, hint=None, skip=0, limit=0, **kw):
         """Fast path for equality/``$in`` criteria: raw SQLite scan, C BSON decoding (lazy when
         filtering on top-level fields), Python filter/sort/projection - about 10x montydb's
         query engine. Anything else goes to montydb."""
         fast = _fast_criteria(criteria or {})
-        sq = self._sqlite_collection() if fast is not None and not hint and not kw else None
+        sq = sqlite_table(self._collection) if fast is not None and not hint and not kw else None
         if sq is None:
             yield from super().query(criteria=criteria, properties=properties, sort=sort,
                                      hint=hint, skip=skip, limit=limit, **kw)
             return
-        import bson
-        from bson.raw_bson import RawBSONDocument
-
         if isinstance(properties, dict):
             properties = [k for k, v in properties.items() if v]
         # bson's C decoder on the whole document beats lazy (pure-Python) partial decoding
         # unless the criteria discard most documents on a top-level field
         lazy = bool(fast) and all("." not in k for k in fast)
         docs = ((RawBSONDocument(raw) if lazy else bson.decode(raw))
-                for (raw,) in sq._conn.read_all(sq._col_path, 0))
+                for raw in sq.raw_documents())
         docs = [d for d in docs if _matches(d, fast)] if fast else list(docs)
         try:
             for field, direction in reversed(list((sort or {}).items())):
@@ -186,7 +176,7 @@ class EmbeddedStore(MontyStore):
             return
         keys = key or self.key
         keys = keys if isinstance(keys, list) else [keys]
-        sq = self._sqlite_collection()
+        sq = sqlite_table(self._collection)
         batch: dict[str, Any] = {}
         for d in docs:
             d = {k: v for k, v in d.items() if k != "_id"}
@@ -202,24 +192,16 @@ class EmbeddedStore(MontyStore):
                 d = jsanitize(d, allow_bson=True, recursive_msonable=True)
                 self._collection.replace_one({"_id": d["_id"]}, d, upsert=True)
             return
-        from montydb.storage.sqlite import SQLITE_RECORD_TABLE
-        from montydb.types import bson as mbson
-
-        sql = (f"INSERT INTO [{SQLITE_RECORD_TABLE}] (k, v) VALUES (?, ?) "
-               "ON CONFLICT(k) DO UPDATE SET v=excluded.v;")
-        with sq._conn._connect(sq._col_path) as conn, conn:
-            conn.executemany(sql, [(mbson.id_encode(_id), raw) for _id, raw in batch.items()])
+        sq.upsert(batch)
 
 
-def _encode(sq, doc: dict) -> bytes:
+def _encode(sq: SqliteTable, doc: dict) -> bytes:
     """BSON bytes of ``doc`` as montydb stores them; monty's ``jsanitize`` first only when
     the document holds non-BSON objects (MSONable, numpy, ...)."""
-    from bson.errors import InvalidDocument
-
     try:
-        return sq._encode_doc(doc)
+        return sq.encode(doc)
     except (InvalidDocument, TypeError, OverflowError):
-        return sq._encode_doc(jsanitize(doc, allow_bson=True, recursive_msonable=True))
+        return sq.encode(jsanitize(doc, allow_bson=True, recursive_msonable=True))
 
 
 __all__ = ["EmbeddedStore"]
