@@ -23,16 +23,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+from jobflow import JobStore
 from maggma.stores import GridFSStore, MemoryStore, MongoStore, MontyStore
 
 from sc_inverse.errors import StoreError
+from sc_inverse.settings import ScInverseSettings, get_settings
 from sc_inverse.stores.embedded import EmbeddedStore
 
 if TYPE_CHECKING:
-    from jobflow import JobStore
     from maggma.core import Store
-
-    from sc_inverse.settings import ScInverseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ def _embedded(settings: ScInverseSettings, collection: str, **kw) -> EmbeddedSto
 
 
 def _read_yaml(path: Path, what: str) -> dict:
-    import yaml
-
     if not path.is_file():
         raise StoreError(f"{what} {path} does not exist")
     try:
@@ -111,8 +109,6 @@ def _jobflow_spec(path: Path) -> dict:
 def get_store(collection: str, settings: ScInverseSettings | None = None) -> Store:
     """A maggma store for one project collection (``superconductors``, ``thermo``, ...)
     on the configured backend (same database as the JobStore)."""
-    from sc_inverse.settings import get_settings
-
     settings = settings or get_settings()
     if settings.store == "embedded":
         return _embedded(settings, collection)
@@ -127,10 +123,6 @@ def get_store(collection: str, settings: ScInverseSettings | None = None) -> Sto
 
 def get_job_store(settings: ScInverseSettings | None = None) -> JobStore:
     """The jobflow ``JobStore`` chosen by settings (see module docstring)."""
-    from jobflow import JobStore
-
-    from sc_inverse.settings import get_settings
-
     settings = settings or get_settings()
     if settings.store == "embedded":
         store = JobStore(
@@ -153,8 +145,6 @@ def get_job_store(settings: ScInverseSettings | None = None) -> JobStore:
 
 def describe_store(store: Store) -> str:
     """Human description without credentials (never use ``store.name`` in logs)."""
-    from jobflow import JobStore
-
     if isinstance(store, JobStore):
         extra = ", ".join(f"{k}={describe_store(v)}" for k, v in store.additional_stores.items())
         return f"JobStore(docs={describe_store(store.docs_store)}" + (f", {extra})" if extra else ")")
