@@ -27,7 +27,7 @@ def _alm():
 
 
 def test_convex_hull_job_in_a_flow_uses_references_from_args_file_and_store(tmp_path):
-    from sc_inverse.builders.synthetic import scf_task
+    from factories import scf_task
 
     # a reference already in the store (tagged), one passed in, one from a file
     store = get_job_store()
