@@ -10,12 +10,13 @@ from sc_inverse.cli import cli
 from sc_inverse.errors import InputError, MissingPseudopotentialError
 from sc_inverse.qe.cli import load_structure, summary
 from sc_inverse.qe.schemas import ElphTaskDoc, QeInputSummary, SmearingRow
+from sc_inverse.units import BOHR_TO_A
 
 
 def test_load_al_example():
     s, sid = load_structure(AL_EXAMPLE)
     assert sid == "Al" and s.composition.reduced_formula == "Al" and len(s) == 1
-    assert s.lattice.a == pytest.approx(7.5 * 0.529177210903 / 2**0.5, rel=1e-6)
+    assert s.lattice.a == pytest.approx(7.5 * BOHR_TO_A / 2**0.5, rel=1e-6)
     assert s.lattice.alpha == pytest.approx(60.0)
 
 

@@ -23,9 +23,10 @@ from sc_inverse.qe.jobs import (
     QeScfMaker,
     analyse_elph,
 )
-from sc_inverse.qe.parsers import RY_TO_EV, parse_lambda_dat
+from sc_inverse.qe.parsers import parse_lambda_dat
 from sc_inverse.qe.schemas import ElphTaskDoc, QPointPhonons, QPointTaskDoc
 from sc_inverse.qe.sets import PAPER, TEST
+from sc_inverse.units import RY_TO_EV
 
 
 @pytest.fixture

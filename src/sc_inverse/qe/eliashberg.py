@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CM1_TO_K = 1.438776877  # h c / k_B in K·cm
+from sc_inverse.units import CM1_TO_K
+
 MIN_FREQUENCY_CM1 = 1.0  # modes below this (acoustic at Γ, imaginary) carry no coupling
 
 

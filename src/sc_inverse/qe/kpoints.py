@@ -17,7 +17,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import CalculationError, InputError
-from sc_inverse.qe.parsers import RY_TO_EV
+from sc_inverse.units import RY_TO_EV
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from sc_inverse.errors import ParseError
-
-#: Unit conversions of QE's atomic (Rydberg) units, CODATA 2018; the one definition in qe/.
-BOHR_TO_A = 0.529177210903
-RY_TO_EV = 13.605693122994
-RY_TO_CM1 = 109737.31568160
-THZ_TO_CM1 = 33.35640951981521
-RY_PER_BOHR_TO_EV_PER_A = RY_TO_EV / BOHR_TO_A
+from sc_inverse.units import BOHR_TO_A, RY_PER_BOHR_TO_EV_PER_A, RY_TO_CM1, RY_TO_EV
 
 _NUM = r"[-+]?\d*\.?\d+(?:[eEdD][-+]?\d+)?"
 JOB_DONE = "JOB DONE"

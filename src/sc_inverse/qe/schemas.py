@@ -33,8 +33,6 @@ from pymatgen.core import Structure
 from sc_inverse.errors import CalculationError, InputError, ParseError
 from sc_inverse.qe.eliashberg import EliashbergResult, debye_temperature_K, eliashberg_table
 from sc_inverse.qe.parsers import (
-    RY_TO_CM1,
-    RY_TO_EV,
     ElphQ,
     parse_a2f_dos,
     parse_dyn0,
@@ -56,6 +54,7 @@ from sc_inverse.qe.sets import (
     parse_fortran_value,
     read_namelist,
 )
+from sc_inverse.units import RY_TO_CM1, RY_TO_EV
 
 #: Fields of :class:`ElphTaskDoc` that hold large arrays; jobs send them to the "data" store.
 ELPH_DATA_FIELDS: tuple[str, ...] = ("a2f",)

@@ -19,7 +19,7 @@ from pymatgen.io.core import InputGenerator, InputSet
 from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
-from sc_inverse.qe.parsers import RY_TO_EV, THZ_TO_CM1
+from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
 Mesh = tuple[int, int, int]
 
@@ -450,7 +450,7 @@ class LambdaInputGenerator(InputGenerator):
         files: Sequence[str],
         max_frequency_cm1: float,
     ) -> LambdaInputSet:
-        emax = max(1.0, 1.2 * max_frequency_cm1 * (1.0 / THZ_TO_CM1))  # THz, as lambda.x reads
+        emax = max(1.0, 1.2 * max_frequency_cm1 * CM1_TO_THZ)  # THz, as lambda.x reads
         lines = [f"{emax:.3f} {self.degauss_THz:g} 1", f"{len(files)}"]
         lines += [f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {float(n):.2f}"
                   for q, n in zip(q_cart, n_star, strict=True)]
