@@ -83,7 +83,7 @@ def test_screen_verdicts_ranks_and_summary(emt, monkeypatch):
     for rid in ("cu3al", "cu"):
         r = by[rid]
         assert r.passed is True and r.verdicts["e_form_eV_per_atom < 0.5"] == "pass", rid
-        assert r.relaxation["steps"] >= 0 and r.relaxation["calculator"] == "EMT"
+        assert r.relaxation.steps >= 0 and r.relaxation.calculator == "EMT"
         assert math.isfinite(r.predictions["e_form_eV_per_atom"])
         assert "unrelaxed_structure" in r.provenance
     assert by["cu"].rank == 1 and by["cu3al"].rank == 2

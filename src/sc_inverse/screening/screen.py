@@ -17,7 +17,7 @@ from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
-from sc_inverse.records import CandidateRecord
+from sc_inverse.records import CandidateRecord, RelaxationInfo
 from sc_inverse.screening.criteria import (
     MLIP_KEYS,
     Criterion,
@@ -44,15 +44,6 @@ def _structures(records: Sequence[CandidateRecord]) -> tuple[list[Structure | No
     return out, errors
 
 
-def _errors(rec: CandidateRecord) -> dict[str, str]:
-    extra = rec.model_extra if rec.model_extra is not None else {}
-    return extra.setdefault("errors", {})
-
-
-def _set(rec: CandidateRecord, name: str, value: Any) -> None:
-    setattr(rec, name, value)
-
-
 def _flag(rec: CandidateRecord, flag: str) -> None:
     if flag not in rec.flags:
         rec.flags.append(flag)
@@ -76,7 +67,7 @@ def predict_records(
     recs = [r.model_copy(deep=True) for r in records]
     structs, bad = _structures(recs)
     for i, msg in bad.items():
-        _errors(recs[i])["structure"] = msg
+        recs[i].errors["structure"] = msg
     ok = [i for i, s in enumerate(structs) if s is not None]
     for p in predictors:
         vals, errs = p.predict_with_errors([structs[i] for i in ok], batch_size=batch_size, device=device,
@@ -84,7 +75,7 @@ def predict_records(
         for i, v, e in zip(ok, vals, errs, strict=True):
             recs[i].predictions[p.key] = _finite(v)
             if e:
-                _errors(recs[i])[p.key] = e
+                recs[i].errors[p.key] = e
         for i in bad:
             recs[i].predictions[p.key] = None
     return recs
@@ -153,12 +144,11 @@ def screen_records(
     for r in recs:  # a re-screen starts from a clean slate for everything this function owns
         r.verdicts, r.passed, r.rank = {}, None, None
         r.flags = [f for f in r.flags if f not in SCREEN_FLAGS and not f.startswith("fails_after_relax:")]
-        _set(r, "selected", False)
-        _set(r, "errors", {})
+        r.selected, r.errors = False, {}
     n = len(recs)
     structs, bad = _structures(recs)
     for i, msg in bad.items():
-        _errors(recs[i])["structure"] = msg
+        recs[i].errors["structure"] = msg
     timings: dict[str, float] = {}
 
     # --- triage: duplicates and novelty -------------------------------------------------
@@ -167,14 +157,14 @@ def screen_records(
     for i, d in enumerate(dup):
         if d is not None:
             _flag(recs[i], "duplicate")
-            _set(recs[i], "duplicate_of", recs[d].id)
+            recs[i].duplicate_of = recs[d].id
     nov = triage.novelty(structs, index=training_index)
     for i, nv in enumerate(nov):
         if nv is None:
             continue
         if nv.known_structure:
             _flag(recs[i], "known_structure")
-            _set(recs[i], "matches_training", nv.known_structure)
+            recs[i].matches_training = nv.known_structure
         if nv.known_composition:
             _flag(recs[i], "known_composition")
     timings["triage_s"] = time.perf_counter() - t0
@@ -208,7 +198,7 @@ def screen_records(
         for i, v, e in zip(active, vals, errs, strict=True):
             recs[i].predictions[p.key] = _finite(v)
             if e:
-                _errors(recs[i])[p.key] = e
+                recs[i].errors[p.key] = e
     timings["ml_s"] = time.perf_counter() - t0
 
     def ml_verdict(i: int, c: Criterion) -> str:
@@ -253,16 +243,16 @@ def screen_records(
             for c in mlip_crit:
                 unavailable[c.label] = str(exc)
             for i in alive:
-                _errors(recs[i])["mlip"] = str(exc)
+                recs[i].errors["mlip"] = str(exc)
         if res is not None:
             secs = []
             for i in alive:
                 r = res[str(i)]
                 rr = r["relax"]
-                _set(recs[i], "relaxation", jsanitize(rr.summary(), strict=False) | {"calculator": relaxer.name})
+                recs[i].relaxation = RelaxationInfo(**rr.summary(), calculator=relaxer.name)
                 secs.append(rr.seconds)
                 if r["error"]:
-                    _errors(recs[i])["mlip"] = r["error"]
+                    recs[i].errors["mlip"] = r["error"]
                     relax_summary["n_failed"] += 1
                     continue
                 relax_summary["n_relaxed"] += 1
@@ -286,7 +276,7 @@ def screen_records(
                     for i, v, e in zip(relaxed, vals, errs, strict=True):
                         recs[i].predictions[f"{key}_relaxed"] = _finite(v)
                         if e:
-                            _errors(recs[i])[f"{key}_relaxed"] = e
+                            recs[i].errors[f"{key}_relaxed"] = e
     timings["mlip_s"] = time.perf_counter() - t0
 
     for i in range(n):
@@ -327,7 +317,7 @@ def screen_records(
     for r_, j in enumerate(order, start=1):
         i = survivors[j]
         recs[i].rank = r_
-        _set(recs[i], "selected", top_k is None or r_ <= top_k)
+        recs[i].selected = top_k is None or r_ <= top_k
 
     # --- summary ------------------------------------------------------------------------
     crit_summary = []
@@ -347,11 +337,11 @@ def screen_records(
         "n_known_structure": sum(1 for nv in nov if nv and nv.known_structure),
         "n_known_composition": sum(1 for nv in nov if nv and nv.known_composition),
         "exclude_known": exclude_known,
-        "n_prediction_errors": sum(1 for r in recs if any(k != "mlip" for k in (r.model_extra or {}).get("errors", {}))),
+        "n_prediction_errors": sum(1 for r in recs if any(k != "mlip" for k in r.errors)),
         "n_alive_after_ml": n_alive_after_ml,
         "relaxation": relax_summary,
         "n_passed": len(survivors),
-        "n_selected": sum(1 for r in recs if (r.model_extra or {}).get("selected")),
+        "n_selected": sum(1 for r in recs if r.selected),
         "top_k": top_k,
         "strict": strict,
         "criteria": crit_summary,
