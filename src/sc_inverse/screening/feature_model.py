@@ -30,7 +30,8 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError, ModelLoadError
-from sc_inverse.screening.predictors import Predictor
+from sc_inverse.screening.predictor_base import Predictor
+from sc_inverse.screening.train import load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,6 @@ def train_feature_model(
     """
     import sklearn
     from sklearn.model_selection import KFold, cross_val_predict
-
-    from sc_inverse.screening.train import load_training_data
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
