@@ -271,3 +271,19 @@ def evaluate_records(records, model_dir=None, reference: str = "test", n_coverag
     out["reference_split"] = reference
     out["tc_source"] = source
     return out
+
+
+def reconstruction_match_rate(model, structures, steps_per_level: int = 2, seed: int = 0) -> dict:
+    """Fraction of ``structures`` whose encode→decode reconstruction by ``model`` (a CDVAE)
+    matches (the uniqueness matcher) and the mean normalised RMS of the matches."""
+    from sc_inverse.generative.sample import reconstruct  # torch: kept off this module's import
+
+    sm = _matcher()
+    recon = reconstruct(model, structures, steps_per_level, seed)
+    rms = []
+    for a, b in zip(structures, recon, strict=True):
+        r = sm.get_rms_dist(a, b)
+        if r is not None:
+            rms.append(r[0])
+    return {"match_rate": len(rms) / max(1, len(structures)),
+            "mean_rms": float(sum(rms) / len(rms)) if rms else None, "n": len(structures)}
