@@ -155,6 +155,7 @@ PW_SUFFIXES = {".pwi", ".in", ".pwin", ".pw", ".qe"}
 
 def _read_pw_input(path: Path) -> Structure:
     """A pw.x input (any CELL_PARAMETERS / ATOMIC_POSITIONS units, ibrav) via ASE's reader."""
+    # lazy: ase.io costs ~1.5 s and every command imports this module
     from ase.io import read
     from pymatgen.io.ase import AseAtomsAdaptor
 
