@@ -220,10 +220,6 @@ class ElementalReferences:
             self._save()
         return float(self.refs[symbol]["energy_per_atom_eV"])
 
-    def ensure(self, elements: Iterable[str]) -> None:
-        for el in sorted(set(elements)):
-            self.energy_per_atom(el)
-
     def entries(self, elements: Iterable[str] | None = None) -> list:
         """PDEntries of the reference states (for a phase diagram)."""
         from pymatgen.analysis.phase_diagram import PDEntry
