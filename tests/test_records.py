@@ -85,3 +85,27 @@ def test_record_keeps_plain_json_when_fed_decoded_objects(nacl):
     dumped = rec.model_dump(mode="json")
     assert dumped["structure"]["@class"] == "Structure"
     assert dumped["provenance"]["unrelaxed_structure"]["@class"] == "Structure"
+
+
+def test_stage_fields_are_declared_and_old_files_still_load(tmp_path, nacl):
+    """A screened record written before the fields were declared loads into the typed fields;
+    a user's own columns are kept (and written back) as extras."""
+    from sc_inverse.records import CandidateRecord, RelaxationInfo
+
+    old = {"id": "a", "structure": nacl.as_dict(), "passed": True, "rank": 1, "selected": True,
+           "errors": {"gap_eV": "model unavailable"}, "duplicate_of": None, "matches_training": "JVASP-9",
+           "relaxation": {"energy_eV": -7.0, "energy_per_atom_eV": -3.5, "initial_energy_per_atom_eV": -3.0,
+                          "steps": 12, "converged": True, "volume_change_frac": 0.01, "seconds": 0.5,
+                          "error": None, "calculator": "CHGNet"},
+           "tc_K": 9.2, "split": "train"}
+    f = tmp_path / "old.json"
+    f.write_text(json.dumps([old]))
+    (rec,) = load_records(f)
+    assert rec.selected is True and rec.errors == {"gap_eV": "model unavailable"}
+    assert rec.matches_training == "JVASP-9" and isinstance(rec.relaxation, RelaxationInfo)
+    assert rec.relaxation.steps == 12 and rec.relaxation.calculator == "CHGNet"
+    assert rec.model_extra == {"tc_K": 9.2, "split": "train"}  # only the user's columns are extras
+    (again,) = load_records(save_records([rec], tmp_path / "new.json"))
+    assert again == rec
+    fresh = CandidateRecord.from_structure(nacl, id="b")
+    assert fresh.selected is None and fresh.errors == {} and fresh.relaxation is None

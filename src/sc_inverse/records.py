@@ -4,7 +4,7 @@ Accepted inputs (see :func:`load_records`):
 
 * a JSON list of records (or ``{"records": [...]}``), each with ``id`` or ``jid`` and either
   ``structure`` (a pymatgen ``Structure.as_dict()``) or ``poscar`` (VASP POSCAR text);
-  extra keys are kept;
+  extra keys are kept (see :class:`CandidateRecord`);
 * a single structure file: anything pymatgen reads (CIF, POSCAR, ...) or a pw.x input;
 * a folder of such files;
 * a CSV with a ``cif`` (or ``poscar``) column and an optional ``id``/``jid`` column.
@@ -28,10 +28,26 @@ Verdict = Literal["pass", "fail", "not_evaluated"]
 
 
 class SymmetryInfo(BaseModel):
+    """What symmetry recovery did to a generated cell."""
+
     spacegroup_before: str | None = None
     spacegroup_after: str | None = None
     rms_displacement_A: float | None = None
     tolerance_A: float | None = None
+
+
+class RelaxationInfo(BaseModel):
+    """The screen's MLIP pre-relaxation of one candidate (the relaxed cell replaces ``structure``)."""
+
+    energy_eV: float | None = None
+    energy_per_atom_eV: float | None = None
+    initial_energy_per_atom_eV: float | None = None
+    steps: int = 0
+    converged: bool = False
+    volume_change_frac: float | None = Field(None, description="V_relaxed / V_start - 1")
+    seconds: float = 0.0
+    error: str | None = None
+    calculator: str | None = Field(None, description="MLIP name, e.g. 'CHGNet'")
 
 
 def _msonable_to_dicts(obj: Any) -> Any:
@@ -46,7 +62,13 @@ def _msonable_to_dicts(obj: Any) -> Any:
 
 
 class CandidateRecord(BaseModel):
-    """One crystal as it moves through generation, screening and validation."""
+    """One crystal as it moves through generation, screening and validation.
+
+    Every field a stage writes is declared here. Undeclared keys are still accepted and kept
+    (``extra="allow"``): user files carry their own columns (a training target such as ``tc_K``,
+    a ``split``) that the training commands read from ``model_extra`` and that must survive a
+    load/save round trip; no stage writes or reads its own results there.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -59,8 +81,15 @@ class CandidateRecord(BaseModel):
     flags: list[str] = Field(default_factory=list, description="e.g. 'atoms_too_close'")
     predictions: dict[str, float | None] = Field(default_factory=dict)
     verdicts: dict[str, Verdict] = Field(default_factory=dict)
-    passed: bool | None = None
-    rank: int | None = None
+    passed: bool | None = Field(None, description="None until screened")
+    rank: int | None = Field(None, description="1 = best survivor of the screen; None otherwise")
+    selected: bool | None = Field(None, description="within the screen's top_k; None until screened")
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="stage/prediction key -> why it has no value (per candidate)"
+    )
+    duplicate_of: str | None = Field(None, description="id of an earlier record of the same screen")
+    matches_training: str | None = Field(None, description="id of the training structure it matches")
+    relaxation: RelaxationInfo | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +155,7 @@ PW_SUFFIXES = {".pwi", ".in", ".pwin", ".pw", ".qe"}
 
 def _read_pw_input(path: Path) -> Structure:
     """A pw.x input (any CELL_PARAMETERS / ATOMIC_POSITIONS units, ibrav) via ASE's reader."""
+    # lazy: ase.io costs ~1.5 s and every command imports this module
     from ase.io import read
     from pymatgen.io.ase import AseAtomsAdaptor
 

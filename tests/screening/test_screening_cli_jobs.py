@@ -77,9 +77,9 @@ def test_screen_maker_runs_in_jobflow(tiny_model_dir):
     job = maker.make(recs)
     responses = run_locally(job, ensure_success=True)
     out = responses[job.uuid][1].output
-    assert [r["id"] for r in out.records] == ["a", "b", "c"]
+    assert [r.id for r in out.records] == ["a", "b", "c"]
     assert sorted(out.passed_ids) == ["a", "b"] and len(out.selected_ids) == 1
-    assert out.summary["n_input"] == 3 and len(out.selected_structures) == 1
+    assert out.summary["n_input"] == 3 and [r.id for r in out.records if r.selected] == out.selected_ids
 
 
 def test_train_predictor_ignores_test_split(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from screening_testutils import b2, fcc, isolated_atom
 
 from sc_inverse.errors import ModelLoadError
-from sc_inverse.screening.ensemble import EnsemblePredictor, write_ensemble
-from sc_inverse.screening.predictors import AlignnPredictor, load_predictor
+from sc_inverse.screening.ensemble import write_ensemble
+from sc_inverse.screening.predictors import AlignnPredictor, EnsemblePredictor, load_predictor
 
 
 @pytest.fixture(scope="module")

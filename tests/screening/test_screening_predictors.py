@@ -154,8 +154,7 @@ def test_unsupported_model_type_is_model_load_error(tiny_model_dir, tmp_path):
 
 
 def test_default_is_the_ensemble_and_alignn_default_the_shipped_alignn():
-    from sc_inverse.screening.ensemble import EnsemblePredictor
-    from sc_inverse.screening.predictors import SHIPPED_ALIGNN_TC_MODEL
+    from sc_inverse.screening.predictors import SHIPPED_ALIGNN_TC_MODEL, EnsemblePredictor
 
     assert AlignnPredictor().source == f"shipped:{SHIPPED_ALIGNN_TC_MODEL}"
     ens = load_predictor()

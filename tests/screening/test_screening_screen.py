@@ -83,7 +83,7 @@ def test_screen_verdicts_ranks_and_summary(emt, monkeypatch):
     for rid in ("cu3al", "cu"):
         r = by[rid]
         assert r.passed is True and r.verdicts["e_form_eV_per_atom < 0.5"] == "pass", rid
-        assert r.relaxation["steps"] >= 0 and r.relaxation["calculator"] == "EMT"
+        assert r.relaxation.steps >= 0 and r.relaxation.calculator == "EMT"
         assert math.isfinite(r.predictions["e_form_eV_per_atom"])
         assert "unrelaxed_structure" in r.provenance
     assert by["cu"].rank == 1 and by["cu3al"].rank == 2
@@ -155,3 +155,30 @@ def test_unavailable_mlip_calculator_is_not_evaluated_for_all(tmp_path):
     (ne,) = summary["not_evaluated_criteria"]
     assert "NotAPotential" in ne["reason"]
     assert {r.id for r in recs if r.passed} == {"cu3al", "cu", "lonely"}  # not strict
+
+
+def test_one_pass_rule():
+    from sc_inverse.screening.criteria import parse_criteria
+    from sc_inverse.screening.screen import passes
+
+    tc, gap = parse_criteria([TC, GAP])
+    ok = {tc.label: "pass", gap.label: "pass"}
+    assert passes(ok, [tc, gap], {}, strict=False)
+    assert not passes({**ok, tc.label: "fail"}, [tc, gap], {}, strict=False)
+    missing = {**ok, gap.label: "not_evaluated"}
+    assert not passes(missing, [tc, gap], {}, strict=False)  # this candidate's own value is missing
+    unavailable = {gap.label: "model cannot be downloaded"}
+    assert passes(missing, [tc, gap], unavailable, strict=False)  # nobody could be evaluated
+    assert not passes(missing, [tc, gap], unavailable, strict=True)
+
+
+def test_screen_config_parses_and_orders_criteria():
+    from sc_inverse.errors import InputError
+    from sc_inverse.screening.screen import ScreenConfig
+
+    cfg = ScreenConfig(criteria=[EFORM, TC])
+    assert [c.label for c in cfg.criteria] == ["tc_K > 5", "e_form_eV_per_atom < 0.5"]  # ML first
+    assert [c.label for c in cfg.ml_criteria] == ["tc_K > 5"] and len(cfg.mlip_criteria) == 1
+    assert [c.key for c in ScreenConfig().criteria] == ["tc_K", "gap_eV", "e_form_eV_per_atom"]
+    with pytest.raises(InputError, match="criteria"):
+        ScreenConfig(criteria=[{"key": "tc_K", "comparison": "~", "threshold": 1}])

@@ -130,8 +130,8 @@ def evaluate_generator(input_path, model_dir, reference, n_coverage, n_recon, ou
     metrics = evaluate_records(records, model_dir, reference, n_coverage)
     if n_recon:
         from sc_inverse.data import load_jarvis_sc
+        from sc_inverse.generative.metrics import reconstruction_match_rate
         from sc_inverse.generative.model import load_model
-        from sc_inverse.generative.optimize import reconstruction_match_rate
 
         model, _ = load_model(model_dir)
         ref = [r["structure"] for r in load_jarvis_sc(reference)][:n_recon]

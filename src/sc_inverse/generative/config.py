@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from sc_inverse.errors import InputError, ModelLoadError
+
 #: bump when the parameterisation of the network or the checkpoint layout changes
 MODEL_VERSION = 1
 
@@ -83,8 +85,6 @@ class CDVAEConfig:
                         enc_layers=3, dec_layers=3, max_neighbors=16, cutoff=6.0, lattice_components=8)
             base.update(overrides)
             return cls(**base)
-        from sc_inverse.errors import InputError
-
         raise InputError(f"unknown model preset {name!r}; use cdvae, medium or small")
 
     def to_dict(self) -> dict:
@@ -95,7 +95,5 @@ class CDVAEConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            from sc_inverse.errors import ModelLoadError
-
             raise ModelLoadError(f"checkpoint config has unknown fields {unknown}")
         return cls(**data)

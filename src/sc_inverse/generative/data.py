@@ -32,6 +32,10 @@ class CrystalItem:
                     angles=self.angles, tc=self.tc)
 
 
+# pymatgen (and the record/data modules that import it) only inside the functions that need
+# it: prepared tensors must load and train where only torch is installed (see module docstring)
+
+
 def _check_structure(structure, where: str) -> None:
     from pymatgen.core import Element
 

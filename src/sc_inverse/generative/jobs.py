@@ -46,11 +46,12 @@ class GenerateCandidatesMaker(Maker):
 
     @job(output_schema=GeneratedCandidates, data=["records"])
     def make(self, n: int, seed: int = 0) -> GeneratedCandidates:
+        # torch (via sample) only when the job runs: building a flow must stay light
+        import torch
+
         from sc_inverse.generative.sample import DEFAULT_STEPS_PER_LEVEL, generate_candidates
 
         if self.threads:
-            import torch
-
             torch.set_num_threads(self.threads)
         steps = self.steps_per_level or DEFAULT_STEPS_PER_LEVEL
         records = generate_candidates(

@@ -27,6 +27,14 @@ from collections import defaultdict
 from functools import lru_cache
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from sc_inverse.data import load_jarvis_sc
+from sc_inverse.errors import InputError
+
+# matminer, smact, scipy.stats/spatial, pymatgen's StructureMatcher and torch (model, sample)
+# are imported inside the functions that use them: each costs 0.5-3 s and the evaluate
+# command needs only some of them
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +148,6 @@ def comp_fingerprint(structure) -> np.ndarray:
 def fingerprints(structures, progress: bool = False) -> tuple[list, np.ndarray]:
     it = structures
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(structures, desc="fingerprints")
     site, comp = [], []
     for s in it:
@@ -237,9 +243,6 @@ def evaluate_structures(
 def evaluate_records(records, model_dir=None, reference: str = "test", n_coverage: int = 1000,
                      progress: bool = True) -> dict:
     """Metrics of CandidateRecords against the packaged JARVIS-SC splits (train for novelty)."""
-    from sc_inverse.data import load_jarvis_sc
-    from sc_inverse.errors import InputError
-
     if not records:
         raise InputError("no generated records to evaluate")
     structures = [r.get_structure() for r in records]
@@ -271,3 +274,19 @@ def evaluate_records(records, model_dir=None, reference: str = "test", n_coverag
     out["reference_split"] = reference
     out["tc_source"] = source
     return out
+
+
+def reconstruction_match_rate(model, structures, steps_per_level: int = 2, seed: int = 0) -> dict:
+    """Fraction of ``structures`` whose encode→decode reconstruction by ``model`` (a CDVAE)
+    matches (the uniqueness matcher) and the mean normalised RMS of the matches."""
+    from sc_inverse.generative.sample import reconstruct  # torch: kept off this module's import
+
+    sm = _matcher()
+    recon = reconstruct(model, structures, steps_per_level, seed)
+    rms = []
+    for a, b in zip(structures, recon, strict=True):
+        r = sm.get_rms_dist(a, b)
+        if r is not None:
+            rms.append(r[0])
+    return {"match_rate": len(rms) / max(1, len(structures)),
+            "mean_rms": float(sum(rms) / len(rms)) if rms else None, "n": len(structures)}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sc_inverse.errors import ModelLoadError
+from sc_inverse.errors import InputError, ModelLoadError
 from sc_inverse.generative.config import MODEL_VERSION, CDVAEConfig
 from sc_inverse.generative.decoder import ScoreDecoder
 from sc_inverse.generative.encoder import Encoder
@@ -195,8 +195,6 @@ class CDVAE(nn.Module):
         if prior == "standard" or (prior == "auto" and not bool(self.prior_fitted)):
             return eps
         if prior not in ("auto", "aggregate"):
-            from sc_inverse.errors import InputError
-
             raise InputError(f"unknown latent prior {prior!r}; use auto, aggregate or standard")
         if not bool(self.prior_fitted):
             raise ModelLoadError("this checkpoint has no fitted aggregate prior; use prior='standard'")
@@ -301,7 +299,7 @@ def load_model(model_dir: str | Path | None = None, device: str = "cpu") -> tupl
     Returns the model in eval mode and an info dict (``model_dir``, ``model_hash``, ``meta``).
     """
     if model_dir is None:
-        try:
+        try:  # lazy: checkpoints must also load on a bare-torch machine
             from sc_inverse.settings import get_settings
 
             model_dir = get_settings().generator_model

@@ -1,4 +1,4 @@
-"""Latent optimisation toward high T_c and encode→decode reconstruction.
+"""Latent optimisation toward high T_c.
 
 Gradient ascent on the T_c head in latent space (CDVAE's property optimisation) with a
 Gaussian-prior penalty (``prior_weight`` × half the squared Mahalanobis distance under the
@@ -41,34 +41,3 @@ def optimize_latent_tc(
     z = z.detach()
     with torch.no_grad():
         return z, model.predict_tc_K(z)
-
-
-def reconstruct(model: CDVAE, structures, steps_per_level: int = 2, seed: int = 0,
-                step_lr: float | None = None) -> list:
-    """Encode (μ) then decode with annealed Langevin; returns pymatgen Structures."""
-    from sc_inverse.generative.sample import (
-        crystal_to_structure,
-        encode_structures,
-        langevin_decode,
-    )
-
-    mu = encode_structures(model, structures)
-    gen = torch.Generator(device=mu.device).manual_seed(seed)
-    crystals = langevin_decode(model, mu, steps_per_level, step_lr, gen)
-    return [crystal_to_structure(c, model.cfg.elements) for c in crystals]
-
-
-def reconstruction_match_rate(model: CDVAE, structures, steps_per_level: int = 2, seed: int = 0) -> dict:
-    """Fraction of structures whose reconstruction matches (StructureMatcher stol 0.5,
-    angle_tol 10, ltol 0.3) and the mean normalised RMS of the matches."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    sm = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
-    recon = reconstruct(model, structures, steps_per_level, seed)
-    rms = []
-    for a, b in zip(structures, recon, strict=True):
-        r = sm.get_rms_dist(a, b)
-        if r is not None:
-            rms.append(r[0])
-    return {"match_rate": len(rms) / max(1, len(structures)),
-            "mean_rms": float(sum(rms) / len(rms)) if rms else None, "n": len(structures)}

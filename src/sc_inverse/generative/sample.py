@@ -20,10 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pymatgen.core import Element, Lattice, Structure
+from tqdm.auto import tqdm
 
 from sc_inverse.errors import InputError
+from sc_inverse.generative.data import collate, structure_to_item
 from sc_inverse.generative.graph import batch_index, lattice_from_params, periodic_radius_graph
-from sc_inverse.generative.model import CDVAE
+from sc_inverse.generative.model import CDVAE, load_model
+from sc_inverse.generative.optimize import optimize_latent_tc
+from sc_inverse.generative.symmetry import recover_symmetry
+from sc_inverse.records import CandidateRecord
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +166,6 @@ def langevin_decode(
     chunks = list(range(0, len(z), batch_size))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(chunks) * len(sigmas) * steps_per_level, desc="Langevin", unit="step")
     for start in chunks:
         zc = z[start : start + batch_size]
@@ -204,9 +208,7 @@ def langevin_decode(
     return out
 
 
-def crystal_to_structure(crystal: dict, elements: list[str]):
-    from pymatgen.core import Lattice, Structure
-
+def crystal_to_structure(crystal: dict, elements: list[str]) -> Structure:
     lat = Lattice.from_parameters(*crystal["lengths"].tolist(), *crystal["angles"].tolist())
     species = [elements[i] for i in crystal["types"].tolist()]
     return Structure(lat, species, crystal["frac"].numpy())
@@ -238,8 +240,6 @@ def structure_flags(structures) -> list[list[str]]:
 @torch.no_grad()
 def encode_structures(model: CDVAE, structures, batch_size: int = 256) -> torch.Tensor:
     """μ of q(z|structure) for pymatgen structures (unknown elements raise InputError)."""
-    from sc_inverse.generative.data import collate, structure_to_item
-
     dev = next(model.parameters()).device
     items = [structure_to_item(s, model.cfg.elements, None, f"#{i}") for i, s in enumerate(structures)]
     mus = []
@@ -249,14 +249,21 @@ def encode_structures(model: CDVAE, structures, batch_size: int = 256) -> torch.
     return torch.cat(mus) if mus else torch.zeros(0, model.cfg.latent_dim)
 
 
+def reconstruct(model: CDVAE, structures, steps_per_level: int = 2, seed: int = 0,
+                step_lr: float | None = None) -> list:
+    """Encode (μ) then decode with annealed Langevin; returns pymatgen Structures."""
+    mu = encode_structures(model, structures)
+    gen = torch.Generator(device=mu.device).manual_seed(seed)
+    crystals = langevin_decode(model, mu, steps_per_level, step_lr, gen)
+    return [crystal_to_structure(c, model.cfg.elements) for c in crystals]
+
+
 def element_space_mask(vocabulary: list[str], elements: Sequence[str]) -> torch.Tensor:
     """Bool mask over the model's vocabulary for a requested chemical space.
 
     Symbols that are not elements are an error; elements the model never saw are ignored with a
     warning (it cannot place them), and a space with none of the model's elements is an error.
     """
-    from pymatgen.core import Element
-
     bad = [e for e in elements if not Element.is_valid_symbol(str(e))]
     if bad:
         raise InputError(f"not element symbols: {bad}")
@@ -287,7 +294,7 @@ def generate_candidates(
     prior: str = "auto",
     prior_scale: float = 1.0,
     elements: Sequence[str] | None = None,
-):
+) -> list[CandidateRecord]:
     """Sample ``n`` crystals from a CDVAE checkpoint and return ``list[CandidateRecord]``.
 
     ``optimize_tc`` first moves each prior latent uphill on the T_c head (:mod:`.optimize`);
@@ -297,19 +304,13 @@ def generate_candidates(
     ``elements`` limits the crystals to that chemical space (e.g. the elements a pseudopotential
     library covers); it must share at least one element with the model's vocabulary.
     """
-    from sc_inverse.generative.model import load_model
-    from sc_inverse.records import CandidateRecord
-
     if n < 1:
         raise InputError(f"number of structures to generate must be >= 1, got {n}")
     model, info = load_model(model_dir, device)
     mask = element_space_mask(model.cfg.elements, elements) if elements is not None else None
     gen = torch.Generator(device=device).manual_seed(seed)
     z = model.sample_latent(n, gen, prior, prior_scale)
-    tc_latent = None
     if optimize_tc:
-        from sc_inverse.generative.optimize import optimize_latent_tc
-
         z, tc_latent = optimize_latent_tc(model, z, steps=opt_steps, lr=opt_lr)
     else:
         with torch.no_grad():
@@ -322,37 +323,29 @@ def generate_candidates(
         tc_re = model.predict_tc_K(encode_structures(model, structures)).cpu().tolist()
     sym_info = [None] * len(structures)
     if symmetrize:
-        from sc_inverse.generative.symmetry import recover_symmetry
-
         for i, s in enumerate(structures):
             structures[i], sym_info[i] = recover_symmetry(s)
-    schedule = {"steps_per_level": steps_per_level, "step_lr": step_lr or default_step_lr(steps_per_level),
-                "sigma_levels": len(model.sigmas)}
-    records = []
-    for i, s in enumerate(structures):
-        prov = {
-            "generator": "cdvae",
-            "model_hash": info["model_hash"],
-            "model_dir": info["model_dir"],
-            "seed": seed,
-            "index": i,
-            "latent_z": [round(float(x), 5) for x in z[i].tolist()],
-            "schedule": schedule,
-            "optimize_tc": optimize_tc,
-            "latent_prior": "aggregate" if (prior != "standard" and bool(model.prior_fitted)) else "standard",
-            "prior_scale": prior_scale,
-            "elements": sorted(elements) if elements is not None else None,
-            "tc_K_latent": float(tc_latent[i]),
-        }
-        records.append(
-            CandidateRecord.from_structure(
-                s,
-                id=f"cdvae-{info['model_hash'][:8]}-s{seed}-{i:05d}",
-                origin="generated",
-                provenance=prov,
-                flags=flags[i],
-                symmetry=sym_info[i].model_dump() if sym_info[i] is not None else None,
-                predictions={"tc_K_cdvae": float(tc_re[i])},
-            )
+    run = {"generator": "cdvae", "model_hash": info["model_hash"], "model_dir": info["model_dir"],
+           "seed": seed}
+    sampling = {
+        "schedule": {"steps_per_level": steps_per_level,
+                     "step_lr": step_lr or default_step_lr(steps_per_level),
+                     "sigma_levels": len(model.sigmas)},
+        "optimize_tc": optimize_tc,
+        "latent_prior": "aggregate" if (prior != "standard" and bool(model.prior_fitted)) else "standard",
+        "prior_scale": prior_scale,
+        "elements": sorted(elements) if elements is not None else None,
+    }
+    return [
+        CandidateRecord.from_structure(
+            s,
+            id=f"cdvae-{info['model_hash'][:8]}-s{seed}-{i:05d}",
+            origin="generated",
+            provenance={**run, "index": i, "latent_z": [round(float(x), 5) for x in z[i].tolist()],
+                        **sampling, "tc_K_latent": float(tc_latent[i])},
+            flags=flags[i],
+            symmetry=sym_info[i].model_dump() if sym_info[i] is not None else None,
+            predictions={"tc_K_cdvae": float(tc_re[i])},
         )
-    return records
+        for i, s in enumerate(structures)
+    ]

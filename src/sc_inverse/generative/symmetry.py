@@ -17,6 +17,9 @@ from pymatgen.core import Structure
 
 from sc_inverse.records import SymmetryInfo
 
+# StructureMatcher and SpacegroupAnalyzer (~0.7 s each to import) are imported where used:
+# generation imports this module whether or not it symmetrises
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCES_A = (0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ import torch
 from sc_inverse.errors import InputError, ModelLoadError
 from sc_inverse.generative.config import MODEL_VERSION, CDVAEConfig
 from sc_inverse.generative.data import CrystalItem, collate, load_prepared
-from sc_inverse.generative.model import CDVAE, save_model
+from sc_inverse.generative.model import CDVAE, load_model, save_model
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -59,6 +60,98 @@ def evaluate_loss(model: CDVAE, items: list[CrystalItem], batch_size: int, devic
     return {k: v / len(items) for k, v in sums.items()}
 
 
+@dataclass
+class TrainState:
+    """Where a run stands after an epoch; ``train_state.pt`` keeps it so ``resume`` continues."""
+
+    start_epoch: int = 0
+    best: float = math.inf  # best validation loss so far
+    best_epoch: int = -1
+    bad: int = 0  # epochs since the best one (early stopping counter)
+    history: list[dict] = field(default_factory=list)
+    best_val: dict = field(default_factory=dict)
+
+
+def _new_model(cfg: CDVAEConfig, train_items: list[CrystalItem], device: str) -> CDVAE:
+    """A fresh CDVAE with the training set's normalisers and element-count table."""
+    model = CDVAE(cfg).to(device)
+    tr = collate(train_items)
+    model.set_normalizer(tr["lengths"].to(device), tr["angles"].to(device), tr["num_atoms"].to(device), tr["tc"].to(device))
+    model.fit_element_count_prior(tr["types"].to(device), tr["num_atoms"].to(device))  # data only: every save has it
+    return model
+
+
+def _restore(state_path: Path, cfg: CDVAEConfig, model: CDVAE, opt, sched, gen: torch.Generator,
+             device: str) -> TrainState:
+    """Load weights, optimiser, scheduler, RNGs and counters saved by :func:`_save_state`."""
+    st = torch.load(state_path, map_location=device, weights_only=False)
+    if st.get("model_version") != MODEL_VERSION:
+        raise ModelLoadError(f"{state_path}: from model version {st.get('model_version')}, need {MODEL_VERSION}")
+    if st["config"] != cfg.to_dict():
+        raise InputError(f"{state_path}: stored config differs from the requested one; use a new --out")
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    gen.set_state(st["gen_state"])
+    torch.set_rng_state(st["torch_rng"])
+    state = TrainState(st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"], st["history"],
+                       st.get("best_val", {}))
+    log.info("resuming from epoch %d (best val %.4f at %d)", state.start_epoch, state.best, state.best_epoch)
+    return state
+
+
+def _save_state(out_dir: Path, epoch: int, state: TrainState, cfg: CDVAEConfig, model: CDVAE, opt, sched,
+                gen: torch.Generator) -> None:
+    """``train_state.pt`` after ``epoch``, written atomically."""
+    tmp = out_dir / (STATE_FILE + ".tmp")
+    torch.save(
+        {"model_version": MODEL_VERSION, "config": cfg.to_dict(), "model": model.state_dict(),
+         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_state": gen.get_state(),
+         "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": state.best,
+         "best_epoch": state.best_epoch, "bad": state.bad, "history": state.history,
+         "best_val": state.best_val},
+        tmp,
+    )
+    tmp.replace(out_dir / STATE_FILE)
+
+
+def train_epoch(model: CDVAE, opt, items: list[CrystalItem], batch_size: int, gen: torch.Generator,
+                device) -> tuple[dict, int]:
+    """One pass over ``items`` in ``gen``'s order; returns (mean loss components, skipped batches).
+
+    A batch with a non-finite loss is skipped, not applied: one bad batch must not poison the
+    weights (the count goes into the history).
+    """
+    model.train()
+    sums = {k: 0.0 for k in COMPONENTS}
+    skipped = 0
+    for idx in _epoch_batches(len(items), batch_size, gen):
+        out = model(collate([items[i] for i in idx], device))
+        if not torch.isfinite(out["loss"]):
+            skipped += 1
+            continue
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        for k in COMPONENTS:
+            sums[k] += float(out[k].detach()) * len(idx)
+    return {k: v / len(items) for k, v in sums.items()}, skipped
+
+
+def _epochs(start: int, epochs: int, progress: bool):
+    """The epoch range, with a tqdm bar when asked and tqdm is installed (the accelerator
+    machines that run :func:`fit_prepared` may have torch alone)."""
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(range(start, epochs), desc="train CDVAE", initial=start, total=epochs)
+        except ImportError:  # pragma: no cover
+            pass
+    return range(start, epochs)
+
+
 def fit(
     cfg: CDVAEConfig,
     train_items: list[CrystalItem],
@@ -92,92 +185,44 @@ def fit(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda requested but torch sees no CUDA device")
     seed_everything(seed)
-    model = CDVAE(cfg).to(device)
-    tr = collate(train_items)
-    model.set_normalizer(tr["lengths"].to(device), tr["angles"].to(device), tr["num_atoms"].to(device), tr["tc"].to(device))
-    model.fit_element_count_prior(tr["types"].to(device), tr["num_atoms"].to(device))  # data only: every save has it
+    model = _new_model(cfg, train_items, device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.6, patience=30, min_lr=1e-4)
     gen = torch.Generator().manual_seed(seed)
-    start_epoch, best, best_epoch, bad, history = 0, math.inf, -1, 0, []
-    best_val: dict = {}
-
     state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=False)
-        if st.get("model_version") != MODEL_VERSION:
-            raise ModelLoadError(f"{state_path}: from model version {st.get('model_version')}, need {MODEL_VERSION}")
-        if st["config"] != cfg.to_dict():
-            raise InputError(f"{state_path}: stored config differs from the requested one; use a new --out")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        gen.set_state(st["gen_state"])
-        torch.set_rng_state(st["torch_rng"])
-        start_epoch, best, best_epoch, bad = st["epoch"] + 1, st["best"], st["best_epoch"], st["bad"]
-        history, best_val = st["history"], st.get("best_val", {})
-        log.info("resuming from epoch %d (best val %.4f at %d)", start_epoch, best, best_epoch)
+    st = _restore(state_path, cfg, model, opt, sched, gen, device) if resume and state_path.is_file() else TrainState()
 
     t0 = time.time()
-    bar = range(start_epoch, epochs)
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(bar, desc="train CDVAE", initial=start_epoch, total=epochs)
-        except ImportError:  # pragma: no cover
-            pass
+    bar = _epochs(st.start_epoch, epochs, progress)
     stopped = "epochs"
-    epoch = start_epoch - 1
+    epoch = st.start_epoch - 1
     for epoch in bar:
-        model.train()
-        sums = {k: 0.0 for k in COMPONENTS}
-        skipped = 0
-        for idx in _epoch_batches(len(train_items), batch_size, gen):
-            batch = collate([train_items[i] for i in idx], device)
-            out = model(batch)
-            if not torch.isfinite(out["loss"]):
-                skipped += 1  # one bad batch must not poison the weights; counted in history
-                continue
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            for k in COMPONENTS:
-                sums[k] += float(out[k].detach()) * len(idx)
-        train_loss = {k: v / len(train_items) for k, v in sums.items()}
+        train_loss, skipped = train_epoch(model, opt, train_items, batch_size, gen, device)
         val = evaluate_loss(model, val_items, 256, device)
         sched.step(val["loss"])
-        history.append({"epoch": epoch, "train": train_loss, "val": val, "lr": opt.param_groups[0]["lr"],
-                        "skipped_batches": skipped})
-        if math.isfinite(val["loss"]) and val["loss"] < best:
-            best, best_epoch, bad, best_val = val["loss"], epoch, 0, val
+        st.history.append({"epoch": epoch, "train": train_loss, "val": val, "lr": opt.param_groups[0]["lr"],
+                           "skipped_batches": skipped})
+        if math.isfinite(val["loss"]) and val["loss"] < st.best:
+            st.best, st.best_epoch, st.bad, st.best_val = val["loss"], epoch, 0, val
             save_model(model, out_dir, {**(meta or {}), "epoch": epoch, "val": val, "seed": seed})
         else:
-            bad += 1
+            st.bad += 1
         if snapshot_every and (epoch + 1) % snapshot_every == 0:
             save_model(model, out_dir / "snapshots" / f"epoch_{epoch + 1:04d}",
                        {**(meta or {}), "epoch": epoch, "val": val, "seed": seed})
-        torch.save(
-            {"model_version": MODEL_VERSION, "config": cfg.to_dict(), "model": model.state_dict(),
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_state": gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
-             "bad": bad, "history": history, "best_val": best_val},
-            out_dir / (STATE_FILE + ".tmp"),
-        )
-        (out_dir / (STATE_FILE + ".tmp")).replace(state_path)
+        _save_state(out_dir, epoch, st, cfg, model, opt, sched, gen)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(train=f"{train_loss['loss']:.3f}", val=f"{val['loss']:.3f}", best=f"{best:.3f}")
-        if bad >= patience:
+            bar.set_postfix(train=f"{train_loss['loss']:.3f}", val=f"{val['loss']:.3f}", best=f"{st.best:.3f}")
+        if st.bad >= patience:
             stopped = "early_stopping"
             break
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             stopped = "time_limit"
             break
-    (out_dir / "history.json").write_text(json.dumps(history))
+    (out_dir / "history.json").write_text(json.dumps(st.history))
     if (out_dir / "model.pt").is_file():
         refit_prior(out_dir, train_items, device)
-    return {"best_epoch": best_epoch, "best_val": best_val, "epochs_run": epoch + 1,
+    return {"best_epoch": st.best_epoch, "best_val": st.best_val, "epochs_run": epoch + 1,
             "stopped": stopped, "minutes": (time.time() - t0) / 60}
 
 
@@ -194,8 +239,6 @@ def fit_prepared(prepared: str | Path, out_dir: str | Path, preset: str = "mediu
 
 def refit_prior(model_dir: str | Path, train_items: list[CrystalItem], device: str = "cpu") -> None:
     """Fit the aggregate-posterior latent prior of the checkpoint in ``model_dir`` and re-save."""
-    from sc_inverse.generative.model import load_model
-
     model, info = load_model(model_dir, device)
     batches = (collate(train_items[i : i + 256], device) for i in range(0, len(train_items), 256))
     model.fit_latent_prior(batches)

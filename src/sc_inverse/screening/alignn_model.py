@@ -20,8 +20,12 @@ from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
+from tqdm.auto import tqdm
 
 from sc_inverse.errors import InputError, ModelLoadError
+
+# torch, alignn and jarvis-tools are imported inside the functions that use them: the screen,
+# the predictors and the training-data readers import this module without predicting
 
 log = logging.getLogger(__name__)
 
@@ -431,8 +435,6 @@ def predict_structures_shared_graphs(
     cap = math.inf if not max_triplets else int(max_triplets)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n, desc=f"ALIGNN {models[0].target or ''}".strip(), unit="struct")
     idx: list[int] = []
     pairs: list = []

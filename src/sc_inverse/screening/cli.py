@@ -72,10 +72,9 @@ def _write_table(records, path: Path) -> Path:
         w.writerow(["id", "formula", *pred_keys, *(f"verdict:{k}" for k in verdict_keys), "passed", "rank",
                     "selected", "flags", "errors"])
         for r in records:
-            extra = r.model_extra or {}
             w.writerow([r.id, r.formula, *(r.predictions.get(k) for k in pred_keys),
-                        *(r.verdicts.get(k) for k in verdict_keys), r.passed, r.rank, extra.get("selected"),
-                        ";".join(r.flags), json.dumps(extra.get("errors") or {})])
+                        *(r.verdicts.get(k) for k in verdict_keys), r.passed, r.rank, r.selected,
+                        ";".join(r.flags), json.dumps(r.errors)])
     return path
 
 

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sc_inverse.errors import InputError
 from sc_inverse.records import Verdict
+from sc_inverse.screening.predictor_base import SHIPPED_TC_MODEL
+from sc_inverse.settings import get_settings
 
 Comparison = Literal[">", ">=", "<", "<="]
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -94,9 +96,6 @@ class Criterion(BaseModel):
 
 def default_criteria() -> list[Criterion]:
     """The paper's three criteria (see module docstring for the E_form source)."""
-    from sc_inverse.screening.predictors import SHIPPED_TC_MODEL
-    from sc_inverse.settings import get_settings
-
     tc_model = get_settings().tc_model or SHIPPED_TC_MODEL
     return [
         Criterion(predictor=tc_model, key="tc_K", comparison=">", threshold=5.0),

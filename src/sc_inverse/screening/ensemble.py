@@ -10,7 +10,9 @@ ensemble directory (e.g. ``../alignn_tc_jarvis_sc``), absolute paths, or shipped
 A structure that any member rejects is rejected by the ensemble (NaN + the member's message),
 so every reported value is the same model.
 
-Write one with ``python -m sc_inverse.screening.ensemble OUT MEMBER [MEMBER ...]``.
+Write one with ``python -m sc_inverse.screening.ensemble OUT MEMBER [MEMBER ...]``; the
+predictor that reads it, :class:`~sc_inverse.screening.predictors.EnsemblePredictor`, sits
+next to :func:`~sc_inverse.screening.predictors.load_predictor`, which loads its members.
 """
 
 from __future__ import annotations
@@ -25,107 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymatgen.core import Structure
 
-from sc_inverse.errors import ModelLoadError
-from sc_inverse.screening.predictors import Predictor
-
-ENSEMBLE_FILE = "ensemble.json"
-KIND = "mean_ensemble"
-
-
-def is_ensemble_dir(path: str | Path) -> bool:
-    return (Path(path) / ENSEMBLE_FILE).is_file()
-
-
-def _member_ref(path: Path, member: str) -> str | Path:
-    p = Path(member).expanduser()
-    if not p.is_absolute():
-        rel = (path / p).resolve()
-        if rel.is_dir():
-            return rel
-    return p if p.is_dir() else member  # else: a shipped / registry name
-
-
-class EnsemblePredictor(Predictor):
-    """Mean of member predictors; all members must predict the same key."""
-
-    def __init__(self, path: str | Path, source: str | None = None, key: str | None = None,
-                 device: str | None = None):
-        from sc_inverse.screening.predictors import load_predictor
-
-        path = Path(path)
-        spec_file = path / ENSEMBLE_FILE
-        try:
-            self.spec: dict[str, Any] = json.loads(spec_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"{spec_file}: cannot read ({exc})") from exc
-        members = self.spec.get("members")
-        if self.spec.get("kind") != KIND or not isinstance(members, list) or not members:
-            raise ModelLoadError(f"{spec_file}: expected kind {KIND!r} and a non-empty 'members' list")
-        self.source = source or str(path)
-        self.key = key or self.spec.get("target") or "tc_K"
-        self.members = []
-        for m in members:
-            ref = _member_ref(path, str(m))
-            if isinstance(ref, Path) and is_ensemble_dir(ref) and ref.resolve() == path.resolve():
-                raise ModelLoadError(f"{spec_file}: an ensemble cannot contain itself")
-            try:
-                self.members.append(load_predictor(ref, key=self.key, device=device))
-            except ModelLoadError as exc:
-                raise ModelLoadError(f"{spec_file}: member {m!r}: {exc}") from exc
-
-    def __repr__(self) -> str:
-        return f"EnsemblePredictor(key={self.key!r}, source={self.source!r}, members={len(self.members)})"
-
-    def predict_members(
-        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None,
-        progress: bool = False,
-    ) -> list[tuple[np.ndarray, list[str | None]]]:
-        """Every member's ``(values, errors)``, in member order.
-
-        ALIGNN members with the same graph settings share one graph build per structure
-        (graph building is ~20 % of an ALIGNN prediction).
-        """
-        from sc_inverse.screening.alignn_model import predict_structures_shared_graphs
-        from sc_inverse.screening.predictors import AlignnPredictor
-
-        structures = list(structures)
-        out: list[tuple[np.ndarray, list[str | None]] | None] = [None] * len(self.members)
-        groups: dict[tuple, list[int]] = {}
-        for j, m in enumerate(self.members):
-            if isinstance(m, AlignnPredictor):
-                groups.setdefault((m.loaded.graph, device or m.device), []).append(j)
-        for (_, dev), js in groups.items():
-            for j in js:
-                self.members[j].to_device(dev)
-            res = predict_structures_shared_graphs([self.members[j].loaded for j in js], structures,
-                                                   batch_size=batch_size, device=dev, progress=progress)
-            for j, r in zip(js, res, strict=True):
-                out[j] = r
-        for j, m in enumerate(self.members):
-            if out[j] is None:
-                out[j] = m.predict_with_errors(structures, batch_size=batch_size, device=device,
-                                               progress=progress)
-        return out  # type: ignore[return-value]
-
-    def predict_with_errors(
-        self,
-        structures: Sequence[Structure],
-        batch_size: int = 64,
-        device: str | None = None,
-        progress: bool = False,
-    ) -> tuple[np.ndarray, list[str | None]]:
-        outs = self.predict_members(structures, batch_size=batch_size, device=device, progress=progress)
-        vals = np.vstack([v for v, _ in outs])
-        errors: list[str | None] = []
-        for i in range(vals.shape[1]):
-            bad = [f"{m.source}: {errs[i] or 'NaN'}" for m, (v, errs) in zip(self.members, outs, strict=True)
-                   if errs[i] is not None or not math.isfinite(v[i])]
-            errors.append("ensemble member failed: " + "; ".join(bad) if bad else None)
-        mean = vals.mean(axis=0)
-        mean[[e is not None for e in errors]] = np.nan
-        return mean, errors
+from sc_inverse.screening.predictors import (
+    ENSEMBLE_FILE,
+    ENSEMBLE_KIND,
+    EnsemblePredictor,
+    is_ensemble_dir,
+    member_ref,
+)
+from sc_inverse.screening.train import load_training_data
 
 
 def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "tc_K",
@@ -135,11 +45,9 @@ def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "t
 
     ``notes`` (markdown) is appended to the card, e.g. baselines and what was tried.
     """
-    from sc_inverse.screening.train import load_training_data
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / ENSEMBLE_FILE).write_text(json.dumps({"kind": KIND, "target": target, "members": list(members)},
+    (out / ENSEMBLE_FILE).write_text(json.dumps({"kind": ENSEMBLE_KIND, "target": target, "members": list(members)},
                                                 indent=2))
     if val_samples is None or train_samples is None:
         train_samples, val_samples = load_training_data(target)
@@ -152,7 +60,7 @@ def write_ensemble(out_dir: str | Path, members: Sequence[str], target: str = "t
     member_mae = {str(m): float(np.mean(np.abs(v[ok] - y[ok]))) for m, v in zip(members, vals, strict=True)}
     mean = vals.mean(axis=0)
     metrics = {
-        "target": target, "kind": KIND, "members": list(members), "member_val_mae": member_mae,
+        "target": target, "kind": ENSEMBLE_KIND, "members": list(members), "member_val_mae": member_mae,
         "val_mae": float(np.mean(np.abs(mean[ok] - y[ok]))), "n_val": len(y), "n_val_failed": int((~ok).sum()),
         "val_baseline_mae_train_median": float(np.mean(np.abs(y - np.median([s.y for s in train_samples])))),
     }
@@ -183,7 +91,7 @@ Each member's card says how it was trained; the test split was never read.
 
 def _member_row(out: Path, member: str, mae: float) -> str:
     """One card row from the member directory's metrics.json and the Command line of its card."""
-    ref = _member_ref(out, member)
+    ref = member_ref(out, member)
     metrics: dict[str, Any] = {}
     command = kind = ""
     if isinstance(ref, Path):

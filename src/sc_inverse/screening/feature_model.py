@@ -21,6 +21,7 @@ import math
 import pickle
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +31,11 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError, ModelLoadError
-from sc_inverse.screening.predictors import Predictor
+from sc_inverse.screening.predictor_base import Predictor
+from sc_inverse.screening.train import load_training_data
+
+# chgnet, matminer, scikit-learn and torch are imported inside the functions that use them
+# (seconds each): loading the predictors must not pay for a kind it does not use
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +73,6 @@ def composition_features(structure: Structure) -> list[float]:
 
     Elements without a magpie entry give NaN, which the gradient-boosting regressor handles.
     """
-    import warnings
-
     ep, st = _magpie()
     comp = structure.composition
     with warnings.catch_warnings():
@@ -219,8 +222,6 @@ def train_feature_model(
     """
     import sklearn
     from sklearn.model_selection import KFold, cross_val_predict
-
-    from sc_inverse.screening.train import load_training_data
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,140 +5,59 @@
   (``alignn.pretrained.get_alignn2_model``; needs internet the first time, then cached).
 * :class:`~sc_inverse.screening.feature_model.FeatureRegressorPredictor` — frozen CHGNet
   embeddings + composition descriptors, gradient-boosted (dir with ``feature_model.json``).
-* :class:`~sc_inverse.screening.ensemble.EnsemblePredictor` — equal-weight mean of other
-  predictors (dir with ``ensemble.json``).
+* :class:`EnsemblePredictor` — equal-weight mean of other predictors (dir with
+  ``ensemble.json``; :mod:`~sc_inverse.screening.ensemble` writes one). It loads its members
+  with :func:`load_predictor`, so it lives here, next to the loader.
 * :func:`load_predictor` resolves a name-or-directory to a predictor; the directory's marker
   file picks the kind (``ensemble.json`` > ``feature_model.json`` > ALIGNN ``config.json``).
 
-Failures are per structure: values are NaN and ``predict_with_errors`` says why.
+The interface and model-directory resolution are in :mod:`~sc_inverse.screening.predictor_base`
+(re-exported here). Failures are per structure: values are NaN and ``predict_with_errors`` says why.
 """
 
 from __future__ import annotations
 
-import logging
-from abc import ABC, abstractmethod
+import json
+import math
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
+from sc_inverse.screening.alignn_model import (
+    load_alignn_dir,
+    predict_structures,
+    predict_structures_shared_graphs,
+)
+from sc_inverse.screening.feature_model import FeatureRegressorPredictor, is_feature_model_dir
+from sc_inverse.screening.predictor_base import (
+    MODEL_MARKERS,
+    REGISTRY_KEYS,
+    SHIPPED_ALIGNN_TC_MODEL,
+    SHIPPED_TC_MODEL,
+    Predictor,
+    fetch_registry_model,
+    is_model_dir,
+    registry_key,
+    resolve_model,
+    shipped_model_names,
+    shipped_models_dir,
+)
+from sc_inverse.settings import get_settings
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ENSEMBLE_FILE", "MODEL_MARKERS", "REGISTRY_KEYS", "SHIPPED_ALIGNN_TC_MODEL", "SHIPPED_TC_MODEL",
+    "AlignnPredictor", "EnsemblePredictor", "FeatureRegressorPredictor", "Predictor",
+    "fetch_registry_model", "is_ensemble_dir", "is_model_dir", "load_predictor", "member_ref",
+    "registry_key", "resolve_model", "shipped_model_names", "shipped_models_dir",
+]
 
-#: the default T_c model (trained on the packaged JARVIS-SC train split, shipped in ``screening/models``)
-SHIPPED_TC_MODEL = "tc_ensemble_jarvis_sc"
-#: the shipped single ALIGNN T_c model (also a member of the ensemble)
-SHIPPED_ALIGNN_TC_MODEL = "alignn_tc_jarvis_sc"
-#: files whose presence makes a directory a model directory, by predictor kind
-MODEL_MARKERS = ("ensemble.json", "feature_model.json", "config.json")
-
-#: registry-name prefix -> our prediction key (units in names)
-REGISTRY_KEYS = {
-    "tc_supercon_hydride": "tc_hydride_K",
-    "Tc_supercon_hydride": "tc_hydride_K",
-    "tc_supercon": "tc_K",
-    "Tc_supercon": "tc_K",
-    "formation_energy_peratom": "e_form_eV_per_atom",
-    "optb88vdw_bandgap": "gap_eV",
-    "mbj_bandgap": "gap_mbj_eV",
-    "ehull": "e_above_hull_eV_per_atom",
-}
-
-
-def shipped_models_dir() -> Path:
-    return Path(str(resources.files("sc_inverse.screening").joinpath("models")))
-
-
-def is_model_dir(path: Path) -> bool:
-    return any((path / m).is_file() for m in MODEL_MARKERS)
-
-
-def shipped_model_names() -> list[str]:
-    d = shipped_models_dir()
-    return sorted(p.name for p in d.iterdir() if is_model_dir(p)) if d.is_dir() else []
-
-
-def registry_key(name: str) -> str | None:
-    for prefix, key in REGISTRY_KEYS.items():
-        if name.startswith(prefix):
-            return key
-    return None
-
-
-def fetch_registry_model(name: str, cache_dir: str | Path | None = None) -> Path:
-    """Download (once) an ALIGNN2 registry model; a clear ModelLoadError names it on failure."""
-    from alignn.pretrained import ALIGNN2_MODELS, get_alignn2_model
-
-    if name not in ALIGNN2_MODELS:
-        close = sorted(k for k in ALIGNN2_MODELS if k.split("_")[0] == name.split("_")[0])[:8]
-        raise ModelLoadError(
-            f"ALIGNN model {name!r} is neither a local directory, a shipped model "
-            f"({', '.join(shipped_model_names()) or 'none'}) nor an ALIGNN2 registry name"
-            + (f"; similar registry names: {', '.join(close)}" if close else "")
-        )
-    if cache_dir is None:
-        from sc_inverse.settings import get_settings
-
-        cache_dir = Path(get_settings().data_dir) / "alignn2_models"
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    url = ALIGNN2_MODELS[name].get("url", "figshare")
-    try:
-        files = get_alignn2_model(name, download=True, cache_dir=str(cache_dir))
-    except Exception as exc:  # noqa: BLE001 - network/HTTP/zip errors all mean "not available"
-        raise ModelLoadError(
-            f"cannot download ALIGNN2 registry model {name!r} from {url} "
-            f"({type(exc).__name__}: {exc}). Without internet, copy its config.json + best_model.pt "
-            f"into a directory and pass that directory instead."
-        ) from exc
-    if "config.json" not in files or "best_model.pt" not in files:
-        raise ModelLoadError(f"ALIGNN2 registry model {name!r}: download from {url} lacks config.json/best_model.pt")
-    return Path(files["config.json"]).parent
-
-
-def resolve_model(name_or_dir: str | Path | None) -> tuple[Path, str]:
-    """``(directory, label)`` of a model: local dir, shipped name, or registry name (downloaded)."""
-    if name_or_dir is None:
-        from sc_inverse.settings import get_settings
-
-        name_or_dir = get_settings().tc_model or SHIPPED_TC_MODEL
-    p = Path(name_or_dir).expanduser()
-    if p.is_dir():
-        return p, str(p)
-    shipped = shipped_models_dir() / str(name_or_dir)
-    if is_model_dir(shipped):
-        return shipped, f"shipped:{name_or_dir}"
-    if any(sep in str(name_or_dir) for sep in ("/", "\\")):
-        raise ModelLoadError(f"ALIGNN model directory {name_or_dir} does not exist")
-    return fetch_registry_model(str(name_or_dir)), f"alignn2:{name_or_dir}"
-
-
-class Predictor(ABC):
-    """Anything that maps structures to one number each (ALIGNN, feature model, ensemble).
-
-    Subclasses implement :meth:`predict_with_errors` (values with NaN + a message per failed
-    structure); ``predict`` is the values alone.
-    """
-
-    key: str  # prediction name in records, e.g. "tc_K"
-    source: str  # where the model came from (dir, registry name)
-
-    @abstractmethod
-    def predict_with_errors(
-        self,
-        structures: Sequence[Structure],
-        batch_size: int = 64,
-        device: str | None = None,
-        progress: bool = False,
-    ) -> tuple[np.ndarray, list[str | None]]: ...
-
-    def predict(
-        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None
-    ) -> np.ndarray:
-        return self.predict_with_errors(structures, batch_size=batch_size, device=device)[0]
+#: marker file of an ensemble model directory, and the only kind of ensemble there is
+ENSEMBLE_FILE = "ensemble.json"
+ENSEMBLE_KIND = "mean_ensemble"
 
 
 class AlignnPredictor(Predictor):
@@ -146,9 +65,6 @@ class AlignnPredictor(Predictor):
 
     def __init__(self, model: str | Path | None = None, key: str | None = None, device: str | None = None,
                  resolved: tuple[Path, str] | None = None):
-        from sc_inverse.screening.alignn_model import load_alignn_dir
-        from sc_inverse.settings import get_settings
-
         self.device = device or get_settings().device
         if model is None and resolved is None:  # the default T_c model is an ensemble, not ALIGNN
             model = get_settings().tc_model or SHIPPED_ALIGNN_TC_MODEL
@@ -182,11 +98,100 @@ class AlignnPredictor(Predictor):
         device: str | None = None,
         progress: bool = False,
     ) -> tuple[np.ndarray, list[str | None]]:
-        from sc_inverse.screening.alignn_model import predict_structures
-
         dev = self.to_device(device)
         return predict_structures(self.loaded, list(structures), batch_size=batch_size, device=dev,
                                   progress=progress)
+
+
+def is_ensemble_dir(path: str | Path) -> bool:
+    return (Path(path) / ENSEMBLE_FILE).is_file()
+
+
+def member_ref(path: Path, member: str) -> str | Path:
+    """A member entry of ``path/ensemble.json`` as a directory (relative to ``path`` or
+    absolute) if one exists, else as given (a shipped or registry name)."""
+    p = Path(member).expanduser()
+    if not p.is_absolute():
+        rel = (path / p).resolve()
+        if rel.is_dir():
+            return rel
+    return p if p.is_dir() else member  # else: a shipped / registry name
+
+
+class EnsemblePredictor(Predictor):
+    """Mean of member predictors; all members must predict the same key."""
+
+    def __init__(self, path: str | Path, source: str | None = None, key: str | None = None,
+                 device: str | None = None):
+        path = Path(path)
+        spec_file = path / ENSEMBLE_FILE
+        try:
+            self.spec: dict[str, Any] = json.loads(spec_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{spec_file}: cannot read ({exc})") from exc
+        members = self.spec.get("members")
+        if self.spec.get("kind") != ENSEMBLE_KIND or not isinstance(members, list) or not members:
+            raise ModelLoadError(f"{spec_file}: expected kind {ENSEMBLE_KIND!r} and a non-empty 'members' list")
+        self.source = source or str(path)
+        self.key = key or self.spec.get("target") or "tc_K"
+        self.members = []
+        for m in members:
+            ref = member_ref(path, str(m))
+            if isinstance(ref, Path) and is_ensemble_dir(ref) and ref.resolve() == path.resolve():
+                raise ModelLoadError(f"{spec_file}: an ensemble cannot contain itself")
+            try:
+                self.members.append(load_predictor(ref, key=self.key, device=device))
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"{spec_file}: member {m!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"EnsemblePredictor(key={self.key!r}, source={self.source!r}, members={len(self.members)})"
+
+    def predict_members(
+        self, structures: Sequence[Structure], batch_size: int = 64, device: str | None = None,
+        progress: bool = False,
+    ) -> list[tuple[np.ndarray, list[str | None]]]:
+        """Every member's ``(values, errors)``, in member order.
+
+        ALIGNN members with the same graph settings share one graph build per structure
+        (graph building is ~20 % of an ALIGNN prediction).
+        """
+        structures = list(structures)
+        out: list[tuple[np.ndarray, list[str | None]] | None] = [None] * len(self.members)
+        groups: dict[tuple, list[int]] = {}
+        for j, m in enumerate(self.members):
+            if isinstance(m, AlignnPredictor):
+                groups.setdefault((m.loaded.graph, device or m.device), []).append(j)
+        for (_, dev), js in groups.items():
+            for j in js:
+                self.members[j].to_device(dev)
+            res = predict_structures_shared_graphs([self.members[j].loaded for j in js], structures,
+                                                   batch_size=batch_size, device=dev, progress=progress)
+            for j, r in zip(js, res, strict=True):
+                out[j] = r
+        for j, m in enumerate(self.members):
+            if out[j] is None:
+                out[j] = m.predict_with_errors(structures, batch_size=batch_size, device=device,
+                                               progress=progress)
+        return out  # type: ignore[return-value]
+
+    def predict_with_errors(
+        self,
+        structures: Sequence[Structure],
+        batch_size: int = 64,
+        device: str | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, list[str | None]]:
+        outs = self.predict_members(structures, batch_size=batch_size, device=device, progress=progress)
+        vals = np.vstack([v for v, _ in outs])
+        errors: list[str | None] = []
+        for i in range(vals.shape[1]):
+            bad = [f"{m.source}: {errs[i] or 'NaN'}" for m, (v, errs) in zip(self.members, outs, strict=True)
+                   if errs[i] is not None or not math.isfinite(v[i])]
+            errors.append("ensemble member failed: " + "; ".join(bad) if bad else None)
+        mean = vals.mean(axis=0)
+        mean[[e is not None for e in errors]] = np.nan
+        return mean, errors
 
 
 def load_predictor(name_or_dir: str | Path | None = None, key: str | None = None,
@@ -196,9 +201,6 @@ def load_predictor(name_or_dir: str | Path | None = None, key: str | None = None
     The directory's marker file picks the class; anything else is loaded as ALIGNN (which
     names the missing ``config.json``/``best_model.pt`` if it is not one either).
     """
-    from sc_inverse.screening.ensemble import EnsemblePredictor, is_ensemble_dir
-    from sc_inverse.screening.feature_model import FeatureRegressorPredictor, is_feature_model_dir
-
     path, source = resolve_model(name_or_dir)
     if is_ensemble_dir(path):
         return EnsemblePredictor(path, source=source, key=key, device=device)

@@ -18,16 +18,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from monty.json import jsanitize
 from pymatgen.core import Composition, Element, Structure
+from tqdm.auto import tqdm
 
+from sc_inverse.data import load_jarvis_sc
 from sc_inverse.errors import CalculationError, InputError, ModelLoadError
+from sc_inverse.settings import get_settings
+from sc_inverse.thermo.prototypes import DIMER_BOND_A, prototype_structure
+
+# atomate2 (MLFF calculators, ASE relaxer; imports torch) and pymatgen's phase diagram (~2 s)
+# are imported inside the functions that use them: the screen imports this module even
+# when it does not relax
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CALCULATOR = "CHGNet"
-#: molecules in a box are the reference states of these elements
 
 
 @dataclass
@@ -135,8 +141,6 @@ class MlipRelaxer:
     def relax_many(self, structures: Sequence[Structure], progress: bool = False) -> list[RelaxResult]:
         it: Iterable = structures
         if progress:
-            from tqdm.auto import tqdm
-
             it = tqdm(structures, desc=f"{self.name} relax", unit="struct")
         return [self.relax(s) for s in it]
 
@@ -148,15 +152,11 @@ class MlipRelaxer:
 
 def _prototypes(symbol: str) -> list[tuple[str, Structure]]:
     """Candidate ground states of an element: close-packed/bcc/sc/diamond cells or a dimer."""
-    from sc_inverse.thermo.prototypes import DIMER_BOND_A, prototype_structure
-
     if symbol in DIMER_BOND_A:
         return [("dimer", prototype_structure(symbol, "dimer"))]
     kinds = ["fcc", "bcc", "hcp", "sc"] + (["diamond"] if Element(symbol).group in (13, 14, 15, 16) else [])
     protos = [(k, prototype_structure(symbol, k)) for k in kinds]
     # elemental entries of the packaged training set are real ground-state candidates too
-    from sc_inverse.data import load_jarvis_sc
-
     for rec in load_jarvis_sc():
         s = rec["structure"]
         if s.composition.reduced_formula == symbol and len(s) <= 8:
@@ -187,8 +187,6 @@ class ElementalReferences:
     def __init__(self, relaxer: MlipRelaxer, cache_file: str | Path | None = None):
         self.relaxer = relaxer
         if cache_file is None:
-            from sc_inverse.settings import get_settings
-
             cache_file = Path(get_settings().data_dir) / "mlip_refs" / f"{relaxer.name.lower()}_elemental_refs.json"
         self.cache_file = Path(cache_file)
         self.refs: dict[str, Any] = dict(shipped_references(relaxer))
@@ -222,10 +220,6 @@ class ElementalReferences:
             self._save()
         return float(self.refs[symbol]["energy_per_atom_eV"])
 
-    def ensure(self, elements: Iterable[str]) -> None:
-        for el in sorted(set(elements)):
-            self.energy_per_atom(el)
-
     def entries(self, elements: Iterable[str] | None = None) -> list:
         """PDEntries of the reference states (for a phase diagram)."""
         from pymatgen.analysis.phase_diagram import PDEntry
@@ -241,8 +235,6 @@ class ElementalReferences:
         "E_form clipped at zero" for chemical systems the training set covers.
         """
         from pymatgen.analysis.phase_diagram import PDEntry
-
-        from sc_inverse.data import load_jarvis_sc
 
         els = set(elements)
         comp_cache = self.refs.setdefault("_compounds", {})
@@ -338,9 +330,3 @@ def relax_and_score(
         for i, v in e_above_hull(ok, refs, reference_entries).items():
             out[i]["e_above_hull_eV_per_atom"] = v
     return out
-
-
-def volume_sane(result: RelaxResult, max_change: float = 1.0) -> bool:
-    """A relaxation that more than doubles the volume (or collapses it) signals a broken input."""
-    return result.volume_change_frac is not None and abs(result.volume_change_frac) <= max_change and np.isfinite(
-        result.volume_change_frac)

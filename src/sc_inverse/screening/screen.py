@@ -1,7 +1,18 @@
 """The screen: triage -> cheap ALIGNN criteria -> MLIP relaxation of survivors -> ranking.
 
 :func:`screen_records` is the plain-function entry point (the CLI and the jobflow Maker call
-it); :func:`predict_records` is predictions only. Nothing here aborts a batch because of one bad
+it): it builds a :class:`ScreenConfig` and :func:`run_screen` runs the stages in order over one
+:class:`ScreenBatch` (copies of the records plus what the stages learn about them):
+
+1. :func:`triage_batch` — duplicates within the batch, novelty against the training set;
+2. :func:`predict_ml` — the cheap (ML) criteria on every unique candidate, and their verdicts;
+3. :func:`relax_survivors` — MLIP relaxation of the candidates that can still pass;
+4. :func:`recheck_relaxed` — the ML models again, on the relaxed cells;
+5. :func:`energy_verdicts` — the MLIP criteria; an ML criterion must also hold after relaxing;
+6. :func:`rank_and_select` — the pass rule (:func:`passes`, the only one), rank, top-k;
+7. :func:`screen_summary`.
+
+:func:`predict_records` is predictions only. Nothing here aborts a batch because of one bad
 candidate: rejections, NaNs and relaxation failures are written into that candidate's record.
 """
 
@@ -10,14 +21,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
-from sc_inverse.records import CandidateRecord
+from sc_inverse.records import CandidateRecord, RelaxationInfo, Verdict
 from sc_inverse.screening.criteria import (
     MLIP_KEYS,
     Criterion,
@@ -25,14 +37,118 @@ from sc_inverse.screening.criteria import (
     order_by_cost,
     parse_criteria,
 )
+from sc_inverse.screening.predictor_base import SHIPPED_TC_MODEL, Predictor
+from sc_inverse.screening.predictors import load_predictor
+from sc_inverse.screening.relax import (
+    DEFAULT_CALCULATOR,
+    ElementalReferences,
+    MlipRelaxer,
+    relax_and_score,
+)
+from sc_inverse.screening.triage import (
+    Novelty,
+    TrainingIndex,
+    find_duplicates,
+    novelty,
+    rank_order,
+)
 
 log = logging.getLogger(__name__)
 
 #: flags the screen sets (and clears on a re-screen)
 SCREEN_FLAGS = ("duplicate", "known_structure", "known_composition", "mlip_not_converged")
+#: prediction that ranks the survivors (its ``_relaxed`` value when there is one), highest first
+RANK_KEY = "tc_K"
+#: tie-break of the ranking, lowest first
+RANK_TIEBREAK_KEY = "e_form_eV_per_atom"
 
 
-def _structures(records: Sequence[CandidateRecord]) -> tuple[list[Structure | None], dict[int, str]]:
+@dataclass
+class ScreenConfig:
+    """What a screen checks and how; the options of :func:`screen_records`.
+
+    ``criteria`` (Criterion objects or their dicts; None or empty = the paper's three) is
+    parsed and put in cost order (ML criteria before MLIP ones) on construction.
+    ``calculator``: an atomate2 MLFF name or an ASE calculator for the relaxation stage.
+    """
+
+    criteria: Sequence[Criterion | dict] | None = None
+    top_k: int | None = None
+    relax: bool = True
+    calculator: Any = DEFAULT_CALCULATOR
+    exclude_known: bool = True
+    strict: bool = False
+    recheck_after_relax: bool = True
+    hull: bool = True
+    batch_size: int = 64
+    device: str | None = None
+    progress: bool = False
+    max_relax_steps: int = 300
+
+    def __post_init__(self) -> None:
+        self.criteria = order_by_cost(
+            parse_criteria(list(self.criteria)) if self.criteria else default_criteria()
+        )
+
+    @property
+    def ml_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.stage == "ml"]
+
+    @property
+    def mlip_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.stage == "mlip"]
+
+
+@dataclass
+class ScreenBatch:
+    """One screen's working state: record copies (same order as the input) and stage results.
+
+    Candidates are referred to by their index in ``records``.
+    """
+
+    records: list[CandidateRecord]
+    structures: list[Structure | None]
+    unreadable: dict[int, str]
+    duplicate_of: list[int | None] = field(default_factory=list)
+    novelty: list[Novelty | None] = field(default_factory=list)
+    active: list[int] = field(default_factory=list)  # readable and not a duplicate
+    known: set[int] = field(default_factory=set)  # active, with a training structure/composition
+    #: criterion label -> why it could be evaluated for nobody
+    unavailable: dict[str, str] = field(default_factory=dict)
+    #: predictor spec of each ML criterion -> the loaded predictor, or why it could not be loaded
+    predictors: dict[str, Predictor | Exception] = field(default_factory=dict)
+    predicted: set[str] = field(default_factory=set)  # prediction keys the ML stage wrote
+    n_alive_after_ml: int = 0
+    relaxed: list[int] = field(default_factory=list)  # relaxed without error
+    relaxation: dict[str, Any] = field(
+        default_factory=lambda: {"calculator": None, "n_relaxed": 0, "n_failed": 0}
+    )
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def eligible(self, i: int, exclude_known: bool) -> bool:
+        """Readable, not a duplicate and (with ``exclude_known``) not in the training set."""
+        return i in self.active and not (exclude_known and i in self.known)
+
+
+def passes(
+    verdicts: Mapping[str, Verdict],
+    criteria: Sequence[Criterion],
+    unavailable: Mapping[str, str],
+    strict: bool,
+) -> bool:
+    """The pass rule: no criterion fails, and none is ``not_evaluated`` for this candidate
+    alone. A criterion that could be evaluated for nobody (``unavailable``) is skipped, unless
+    ``strict``."""
+    for c in criteria:
+        v = verdicts[c.label]
+        if v == "fail" or (v == "not_evaluated" and (c.label not in unavailable or strict)):
+            return False
+    return True
+
+
+def _read_structures(
+    records: Sequence[CandidateRecord],
+) -> tuple[list[Structure | None], dict[int, str]]:
     out: list[Structure | None] = []
     errors: dict[int, str] = {}
     for i, r in enumerate(records):
@@ -44,15 +160,6 @@ def _structures(records: Sequence[CandidateRecord]) -> tuple[list[Structure | No
     return out, errors
 
 
-def _errors(rec: CandidateRecord) -> dict[str, str]:
-    extra = rec.model_extra if rec.model_extra is not None else {}
-    return extra.setdefault("errors", {})
-
-
-def _set(rec: CandidateRecord, name: str, value: Any) -> None:
-    setattr(rec, name, value)
-
-
 def _flag(rec: CandidateRecord, flag: str) -> None:
     if flag not in rec.flags:
         rec.flags.append(flag)
@@ -62,47 +169,94 @@ def _finite(v: float | None) -> float | None:
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
+def _predict_into(
+    records: list[CandidateRecord],
+    structures: list[Structure | None],
+    indices: Sequence[int],
+    predictor: Predictor,
+    key: str,
+    batch_size: int,
+    device: str | None,
+    progress: bool = False,
+) -> None:
+    """``records[i].predictions[key]`` for each index (None + ``errors[key]`` where it fails)."""
+    vals, errs = predictor.predict_with_errors(
+        [structures[i] for i in indices], batch_size=batch_size, device=device, progress=progress
+    )
+    for i, v, e in zip(indices, vals, errs, strict=True):
+        records[i].predictions[key] = _finite(v)
+        if e:
+            records[i].errors[key] = e
+
+
 def predict_records(
     records: Sequence[CandidateRecord],
-    predictors: Sequence[Any] | None = None,
+    predictors: Sequence[Predictor] | None = None,
     batch_size: int = 64,
     device: str | None = None,
     progress: bool = False,
 ) -> list[CandidateRecord]:
     """Copies of ``records`` with ``predictions[predictor.key]`` filled (None + error on failure)."""
-    from sc_inverse.screening.predictors import load_predictor
-
     predictors = list(predictors) if predictors else [load_predictor()]
     recs = [r.model_copy(deep=True) for r in records]
-    structs, bad = _structures(recs)
+    structs, bad = _read_structures(recs)
     for i, msg in bad.items():
-        _errors(recs[i])["structure"] = msg
+        recs[i].errors["structure"] = msg
     ok = [i for i, s in enumerate(structs) if s is not None]
     for p in predictors:
-        vals, errs = p.predict_with_errors([structs[i] for i in ok], batch_size=batch_size, device=device,
-                                           progress=progress)
-        for i, v, e in zip(ok, vals, errs, strict=True):
-            recs[i].predictions[p.key] = _finite(v)
-            if e:
-                _errors(recs[i])[p.key] = e
+        _predict_into(recs, structs, ok, p, p.key, batch_size, device, progress)
         for i in bad:
             recs[i].predictions[p.key] = None
     return recs
 
 
-def _load_ml_predictors(criteria: list[Criterion], predictors: dict[str, Any], device: str | None):
-    """predictor spec -> predictor or the reason it is unavailable."""
-    from sc_inverse.screening.predictors import SHIPPED_TC_MODEL, load_predictor
+def new_batch(records: Sequence[CandidateRecord]) -> ScreenBatch:
+    """Copies of ``records`` cleared of everything a screen writes (a re-screen starts clean)."""
+    recs = [r.model_copy(deep=True) for r in records]
+    for r in recs:
+        r.verdicts, r.passed, r.rank = {}, None, None
+        r.flags = [f for f in r.flags if f not in SCREEN_FLAGS and not f.startswith("fails_after_relax:")]
+        r.selected, r.errors = False, {}
+    structs, bad = _read_structures(recs)
+    for i, msg in bad.items():
+        recs[i].errors["structure"] = msg
+    return ScreenBatch(recs, structs, bad)
 
-    loaded: dict[str, Any] = {}
-    for c in criteria:
-        if c.stage != "ml":
+
+def triage_batch(batch: ScreenBatch, training_index: TrainingIndex | None = None) -> None:
+    """Duplicates within the batch and novelty against the training set (flags, ids)."""
+    recs = batch.records
+    batch.duplicate_of = find_duplicates(batch.structures)
+    for i, d in enumerate(batch.duplicate_of):
+        if d is not None:
+            _flag(recs[i], "duplicate")
+            recs[i].duplicate_of = recs[d].id
+    batch.novelty = novelty(batch.structures, index=training_index)
+    for i, nv in enumerate(batch.novelty):
+        if nv is None:
             continue
+        if nv.known_structure:
+            _flag(recs[i], "known_structure")
+            recs[i].matches_training = nv.known_structure
+        if nv.known_composition:
+            _flag(recs[i], "known_composition")
+    batch.active = [i for i, s in enumerate(batch.structures)
+                    if s is not None and batch.duplicate_of[i] is None]
+    batch.known = {i for i in batch.active if (nv := batch.novelty[i])
+                   and (nv.known_structure or nv.known_composition)}
+
+
+def _load_ml_predictors(
+    criteria: Sequence[Criterion], given: Mapping[str, Predictor], device: str | None
+) -> dict[str, Predictor | Exception]:
+    """predictor spec -> predictor, or the reason it is unavailable."""
+    loaded: dict[str, Predictor | Exception] = {}
+    for c in criteria:
         spec = c.predictor or SHIPPED_TC_MODEL
         if spec in loaded:
             continue
-        if spec in predictors:
-            loaded[spec] = predictors[spec]
+        if spec in given:
+            loaded[spec] = given[spec]
             continue
         try:
             loaded[spec] = load_predictor(spec, key=c.key, device=device)
@@ -112,12 +266,230 @@ def _load_ml_predictors(criteria: list[Criterion], predictors: dict[str, Any], d
     return loaded
 
 
+def _forget_stale_predictions(batch: ScreenBatch, cfg: ScreenConfig) -> None:
+    """Values from an earlier screen must not leak into this one's verdicts."""
+    produced = {p.key for p in batch.predictors.values() if not isinstance(p, Exception)}
+    produced |= {c.key for c in cfg.criteria if c.key}
+    produced |= set(MLIP_KEYS) | {f"{k}_relaxed" for k in produced}
+    for r in batch.records:
+        for k in produced:
+            r.predictions.pop(k, None)
+
+
+def predict_ml(batch: ScreenBatch, cfg: ScreenConfig, given: Mapping[str, Predictor]) -> list[int]:
+    """ML predictions on every active candidate and the ML verdicts of every candidate.
+
+    Returns the candidates that can still pass (the ones the relaxation stage gets).
+    """
+    ml = cfg.ml_criteria
+    batch.predictors = _load_ml_predictors(ml, given, cfg.device)
+    _forget_stale_predictions(batch, cfg)
+    for c in ml:
+        p = batch.predictors[c.predictor or SHIPPED_TC_MODEL]
+        if isinstance(p, Exception):
+            batch.unavailable[c.label] = str(p)
+            continue
+        if c.key is None:
+            c.key = p.key
+        if p.key in batch.predicted:
+            continue
+        batch.predicted.add(p.key)
+        _predict_into(batch.records, batch.structures, batch.active, p, p.key, cfg.batch_size,
+                      cfg.device, cfg.progress)
+    active = set(batch.active)
+    for i, rec in enumerate(batch.records):
+        for c in ml:
+            rec.verdicts[c.label] = ("not_evaluated" if c.label in batch.unavailable or i not in active
+                                     else c.verdict(rec.predictions.get(c.key)))
+    alive = [i for i in batch.active if batch.eligible(i, cfg.exclude_known)
+             and passes(batch.records[i].verdicts, ml, batch.unavailable, cfg.strict)]
+    batch.n_alive_after_ml = len(alive)
+    return alive
+
+
+def _apply_relaxation(rec: CandidateRecord, result: dict[str, Any], calculator: str) -> bool:
+    """Write one relaxation into its record; the relaxed cell replaces ``structure``.
+
+    Returns False (and records the error) when the relaxation failed.
+    """
+    rr = result["relax"]
+    rec.relaxation = RelaxationInfo(**rr.summary(), calculator=calculator)
+    if result["error"]:
+        rec.errors["mlip"] = result["error"]
+        return False
+    rec.predictions["mlip_energy_per_atom_eV"] = _finite(rr.energy_per_atom_eV)
+    rec.predictions["volume_change_frac"] = _finite(rr.volume_change_frac)
+    rec.predictions["e_form_eV_per_atom"] = _finite(result["e_form_eV_per_atom"])
+    rec.predictions["e_above_hull_eV_per_atom"] = _finite(result["e_above_hull_eV_per_atom"])
+    rec.provenance["unrelaxed_structure"] = rec.structure
+    rec.structure = jsanitize(rr.structure.as_dict(), strict=False)
+    if not rr.converged:
+        _flag(rec, "mlip_not_converged")
+    return True
+
+
+def relax_survivors(
+    batch: ScreenBatch,
+    cfg: ScreenConfig,
+    alive: Sequence[int],
+    relaxer: MlipRelaxer | None = None,
+    references: ElementalReferences | None = None,
+) -> None:
+    """MLIP-relax the ``alive`` candidates; energies go into their predictions.
+
+    Without relaxation (``relax=False``) or an MLIP that cannot be loaded, every MLIP criterion
+    is unavailable.
+    """
+    if cfg.mlip_criteria and not cfg.relax:
+        for c in cfg.mlip_criteria:
+            batch.unavailable[c.label] = "MLIP relaxation disabled (relax=False)"
+    if not (cfg.relax and alive):
+        return
+    try:
+        relaxer = relaxer or MlipRelaxer(cfg.calculator, steps=cfg.max_relax_steps)
+        refs = references or ElementalReferences(relaxer)
+        batch.relaxation["calculator"] = relaxer.name
+        res = relax_and_score({str(i): batch.structures[i] for i in alive}, relaxer, refs,
+                              hull=cfg.hull, progress=cfg.progress)
+    except ModelLoadError as exc:
+        for c in cfg.mlip_criteria:
+            batch.unavailable[c.label] = str(exc)
+        for i in alive:
+            batch.records[i].errors["mlip"] = str(exc)
+        return
+    for i in alive:
+        if _apply_relaxation(batch.records[i], res[str(i)], relaxer.name):
+            batch.relaxation["n_relaxed"] += 1
+            batch.structures[i] = res[str(i)]["relax"].structure
+            batch.relaxed.append(i)
+        else:
+            batch.relaxation["n_failed"] += 1
+    secs = [res[str(i)]["relax"].seconds for i in alive]
+    batch.relaxation["seconds_per_structure"] = sum(secs) / len(secs) if secs else None
+
+
+def recheck_relaxed(batch: ScreenBatch, cfg: ScreenConfig) -> None:
+    """Re-predict every ML key on the relaxed cells (``<key>_relaxed``): DFT starts from these."""
+    if not (cfg.recheck_after_relax and batch.relaxed):
+        return
+    for key in sorted(batch.predicted):
+        p = next(v for v in batch.predictors.values() if not isinstance(v, Exception) and v.key == key)
+        _predict_into(batch.records, batch.structures, batch.relaxed, p, f"{key}_relaxed",
+                      cfg.batch_size, cfg.device)
+
+
+def energy_verdicts(batch: ScreenBatch, cfg: ScreenConfig) -> None:
+    """MLIP criteria verdicts; with ``recheck_after_relax`` an ML criterion that passed on the
+    generated cell but not on the relaxed one fails (flag ``fails_after_relax:<criterion>``)."""
+    for rec in batch.records:
+        for c in cfg.mlip_criteria:
+            rec.verdicts[c.label] = ("not_evaluated" if c.label in batch.unavailable
+                                     else c.verdict(rec.predictions.get(c.key)))
+        if not cfg.recheck_after_relax:
+            continue
+        for c in cfg.ml_criteria:
+            rk = f"{c.key}_relaxed"
+            if (rec.verdicts[c.label] == "pass" and rk in rec.predictions
+                    and c.verdict(rec.predictions[rk]) != "pass"):
+                rec.verdicts[c.label] = "fail"
+                _flag(rec, f"fails_after_relax:{c.label}")
+
+
+def _rank_score(rec: CandidateRecord) -> tuple[float | None, float | None]:
+    pr = rec.predictions
+    return pr.get(f"{RANK_KEY}_relaxed", pr.get(RANK_KEY)), pr.get(RANK_TIEBREAK_KEY)
+
+
+def rank_and_select(batch: ScreenBatch, cfg: ScreenConfig) -> list[int]:
+    """``passed`` for everyone; ``rank`` (1 = best) and ``selected`` (rank <= top_k) for the
+    survivors, which are returned best first."""
+    survivors = []
+    for i, rec in enumerate(batch.records):
+        rec.passed = batch.eligible(i, cfg.exclude_known) and passes(
+            rec.verdicts, cfg.criteria, batch.unavailable, cfg.strict)
+        if rec.passed:
+            survivors.append(i)
+    order = rank_order([_rank_score(batch.records[i]) for i in survivors])
+    for rank, j in enumerate(order, start=1):
+        rec = batch.records[survivors[j]]
+        rec.rank = rank
+        rec.selected = cfg.top_k is None or rank <= cfg.top_k
+    return [survivors[j] for j in order]
+
+
+def screen_summary(batch: ScreenBatch, cfg: ScreenConfig) -> dict[str, Any]:
+    """Counts per stage, each criterion's pass/fail/not-evaluated tally, timings."""
+    recs = batch.records
+    crit_summary = []
+    for c in cfg.criteria:
+        vs = [r.verdicts[c.label] for r in recs]
+        crit_summary.append({
+            "criterion": c.label, "predictor": c.predictor or "shipped T_c model", "key": c.key,
+            "stage": c.stage, "available": c.label not in batch.unavailable,
+            "reason_unavailable": batch.unavailable.get(c.label),
+            "n_pass": vs.count("pass"), "n_fail": vs.count("fail"), "n_not_evaluated": vs.count("not_evaluated"),
+        })
+    return {
+        "n_input": len(recs),
+        "n_unreadable": len(batch.unreadable),
+        "n_duplicates": sum(d is not None for d in batch.duplicate_of),
+        "n_known_structure": sum(1 for nv in batch.novelty if nv and nv.known_structure),
+        "n_known_composition": sum(1 for nv in batch.novelty if nv and nv.known_composition),
+        "exclude_known": cfg.exclude_known,
+        "n_prediction_errors": sum(1 for r in recs if any(k != "mlip" for k in r.errors)),
+        "n_alive_after_ml": batch.n_alive_after_ml,
+        "relaxation": batch.relaxation,
+        "n_passed": sum(1 for r in recs if r.passed),
+        "n_selected": sum(1 for r in recs if r.selected),
+        "top_k": cfg.top_k,
+        "strict": cfg.strict,
+        "criteria": crit_summary,
+        "not_evaluated_criteria": [{"criterion": k, "reason": v} for k, v in batch.unavailable.items()],
+        "timings": {k: round(v, 3) for k, v in batch.timings.items()},
+    }
+
+
+def run_screen(
+    records: Sequence[CandidateRecord],
+    cfg: ScreenConfig,
+    predictors: Mapping[str, Predictor] | None = None,
+    relaxer: MlipRelaxer | None = None,
+    references: ElementalReferences | None = None,
+    training_index: TrainingIndex | None = None,
+) -> tuple[list[CandidateRecord], dict[str, Any]]:
+    """The stages of the module docstring in order; see :func:`screen_records` for the result.
+
+    ``predictors`` maps criterion ``predictor`` strings to ready predictor objects (tests, or
+    reuse across calls); ``relaxer``/``references``/``training_index`` likewise for the MLIP
+    stage and the novelty check (None: built from ``cfg`` / the packaged training set).
+    """
+    t_start = time.perf_counter()
+    batch = new_batch(records)
+    t0 = time.perf_counter()
+    triage_batch(batch, training_index)
+    batch.timings["triage_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alive = predict_ml(batch, cfg, predictors or {})
+    batch.timings["ml_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    relax_survivors(batch, cfg, alive, relaxer, references)
+    recheck_relaxed(batch, cfg)
+    batch.timings["mlip_s"] = time.perf_counter() - t0
+    energy_verdicts(batch, cfg)
+    rank_and_select(batch, cfg)
+    batch.timings["total_s"] = time.perf_counter() - t_start
+    if batch.unavailable:
+        log.warning("NOT EVALUATED for every candidate: %s",
+                    "; ".join(f"{k} ({v})" for k, v in batch.unavailable.items()))
+    return batch.records, screen_summary(batch, cfg)
+
+
 def screen_records(
     records: Sequence[CandidateRecord],
     criteria: Sequence[Criterion | dict] | None = None,
     top_k: int | None = None,
     relax: bool = True,
-    calculator: Any = "CHGNet",
+    calculator: Any = DEFAULT_CALCULATOR,
     exclude_known: bool = True,
     strict: bool = False,
     recheck_after_relax: bool = True,
@@ -125,10 +497,10 @@ def screen_records(
     batch_size: int = 64,
     device: str | None = None,
     progress: bool = False,
-    predictors: dict[str, Any] | None = None,
-    relaxer: Any = None,
-    references: Any = None,
-    training_index: Any = None,
+    predictors: Mapping[str, Predictor] | None = None,
+    relaxer: MlipRelaxer | None = None,
+    references: ElementalReferences | None = None,
+    training_index: TrainingIndex | None = None,
     max_relax_steps: int = 300,
 ) -> tuple[list[CandidateRecord], dict[str, Any]]:
     """Screen candidate records; returns ``(records, summary)`` with one record per input.
@@ -141,223 +513,13 @@ def screen_records(
     * Criteria whose model cannot be loaded are ``not_evaluated`` for every candidate and listed
       in ``summary["not_evaluated_criteria"]``; with ``strict=True`` nobody can pass then.
       A candidate whose own value is missing (graph rejected, NaN, relaxation failed) never passes.
-    * ``predictors`` maps criterion ``predictor`` strings to ready predictor objects (tests,
-      or reuse across calls); ``relaxer``/``references`` likewise for the MLIP stage.
+    * The options are those of :class:`ScreenConfig`; ``predictors``, ``relaxer``,
+      ``references`` and ``training_index`` are ready objects (see :func:`run_screen`).
     """
-    from sc_inverse.screening import triage
-    from sc_inverse.screening.predictors import SHIPPED_TC_MODEL
-
-    t_start = time.perf_counter()
-    crit = order_by_cost(parse_criteria(list(criteria)) if criteria else default_criteria())
-    recs = [r.model_copy(deep=True) for r in records]
-    for r in recs:  # a re-screen starts from a clean slate for everything this function owns
-        r.verdicts, r.passed, r.rank = {}, None, None
-        r.flags = [f for f in r.flags if f not in SCREEN_FLAGS and not f.startswith("fails_after_relax:")]
-        _set(r, "selected", False)
-        _set(r, "errors", {})
-    n = len(recs)
-    structs, bad = _structures(recs)
-    for i, msg in bad.items():
-        _errors(recs[i])["structure"] = msg
-    timings: dict[str, float] = {}
-
-    # --- triage: duplicates and novelty -------------------------------------------------
-    t0 = time.perf_counter()
-    dup = triage.find_duplicates(structs)
-    for i, d in enumerate(dup):
-        if d is not None:
-            _flag(recs[i], "duplicate")
-            _set(recs[i], "duplicate_of", recs[d].id)
-    nov = triage.novelty(structs, index=training_index)
-    for i, nv in enumerate(nov):
-        if nv is None:
-            continue
-        if nv.known_structure:
-            _flag(recs[i], "known_structure")
-            _set(recs[i], "matches_training", nv.known_structure)
-        if nv.known_composition:
-            _flag(recs[i], "known_composition")
-    timings["triage_s"] = time.perf_counter() - t0
-    active = [i for i in range(n) if structs[i] is not None and dup[i] is None]
-    known = {i for i in active if nov[i] and (nov[i].known_structure or nov[i].known_composition)}
-
-    # --- cheap ALIGNN criteria on every unique candidate --------------------------------
-    t0 = time.perf_counter()
-    loaded = _load_ml_predictors(crit, predictors or {}, device)
-    unavailable: dict[str, str] = {}
-    ml_crit = [c for c in crit if c.stage == "ml"]
-    # values from an earlier screen must not leak into this one's verdicts
-    produced = {p.key for p in loaded.values() if not isinstance(p, Exception)} | {c.key for c in crit if c.key}
-    produced |= set(MLIP_KEYS) | {f"{k}_relaxed" for k in produced}
-    for r in recs:
-        for k in produced:
-            r.predictions.pop(k, None)
-    predicted: set[str] = set()
-    for c in ml_crit:
-        p = loaded[c.predictor or SHIPPED_TC_MODEL]
-        if isinstance(p, Exception):
-            unavailable[c.label] = str(p)
-            continue
-        if c.key is None:
-            c.key = p.key
-        if p.key in predicted:
-            continue
-        predicted.add(p.key)
-        vals, errs = p.predict_with_errors([structs[i] for i in active], batch_size=batch_size,
-                                           device=device, progress=progress)
-        for i, v, e in zip(active, vals, errs, strict=True):
-            recs[i].predictions[p.key] = _finite(v)
-            if e:
-                _errors(recs[i])[p.key] = e
-    timings["ml_s"] = time.perf_counter() - t0
-
-    def ml_verdict(i: int, c: Criterion) -> str:
-        if c.label in unavailable or i not in active:
-            return "not_evaluated"
-        return c.verdict(recs[i].predictions.get(c.key))
-
-    for i in range(n):
-        for c in ml_crit:
-            recs[i].verdicts[c.label] = ml_verdict(i, c)
-
-    def can_still_pass(i: int) -> bool:
-        if i not in active or (exclude_known and i in known):
-            return False
-        for c in ml_crit:
-            v = recs[i].verdicts[c.label]
-            if v == "fail" or (v == "not_evaluated" and (c.label not in unavailable or strict)):
-                return False
-        return True
-
-    alive = [i for i in active if can_still_pass(i)]
-    n_alive_after_ml = len(alive)
-
-    # --- MLIP relaxation of the survivors, then the energy criteria ---------------------
-    mlip_crit = [c for c in crit if c.stage == "mlip"]
-    relax_summary: dict[str, Any] = {"calculator": None, "n_relaxed": 0, "n_failed": 0}
-    t0 = time.perf_counter()
-    if mlip_crit and not relax:
-        for c in mlip_crit:
-            unavailable[c.label] = "MLIP relaxation disabled (relax=False)"
-    if relax and alive:
-        from sc_inverse.screening.relax import ElementalReferences, MlipRelaxer, relax_and_score
-
-        try:
-            relaxer = relaxer or MlipRelaxer(calculator, steps=max_relax_steps)
-            refs = references or ElementalReferences(relaxer)
-            relax_summary["calculator"] = relaxer.name
-            res = relax_and_score({str(i): structs[i] for i in alive}, relaxer, refs, hull=hull,
-                                  progress=progress)
-        except ModelLoadError as exc:
-            res = None
-            for c in mlip_crit:
-                unavailable[c.label] = str(exc)
-            for i in alive:
-                _errors(recs[i])["mlip"] = str(exc)
-        if res is not None:
-            secs = []
-            for i in alive:
-                r = res[str(i)]
-                rr = r["relax"]
-                _set(recs[i], "relaxation", jsanitize(rr.summary(), strict=False) | {"calculator": relaxer.name})
-                secs.append(rr.seconds)
-                if r["error"]:
-                    _errors(recs[i])["mlip"] = r["error"]
-                    relax_summary["n_failed"] += 1
-                    continue
-                relax_summary["n_relaxed"] += 1
-                recs[i].predictions["mlip_energy_per_atom_eV"] = _finite(rr.energy_per_atom_eV)
-                recs[i].predictions["volume_change_frac"] = _finite(rr.volume_change_frac)
-                recs[i].predictions["e_form_eV_per_atom"] = _finite(r["e_form_eV_per_atom"])
-                recs[i].predictions["e_above_hull_eV_per_atom"] = _finite(r["e_above_hull_eV_per_atom"])
-                recs[i].provenance["unrelaxed_structure"] = recs[i].structure
-                recs[i].structure = jsanitize(rr.structure.as_dict(), strict=False)
-                structs[i] = rr.structure
-                if not rr.converged:
-                    _flag(recs[i], "mlip_not_converged")
-            relax_summary["seconds_per_structure"] = sum(secs) / len(secs) if secs else None
-            # re-predict on the relaxed structures: DFT starts from these
-            relaxed = [i for i in alive if not res[str(i)]["error"]]
-            if recheck_after_relax and relaxed:
-                for key in sorted(predicted):
-                    p = next(v for v in loaded.values() if not isinstance(v, Exception) and v.key == key)
-                    vals, errs = p.predict_with_errors([structs[i] for i in relaxed], batch_size=batch_size,
-                                                       device=device)
-                    for i, v, e in zip(relaxed, vals, errs, strict=True):
-                        recs[i].predictions[f"{key}_relaxed"] = _finite(v)
-                        if e:
-                            _errors(recs[i])[f"{key}_relaxed"] = e
-    timings["mlip_s"] = time.perf_counter() - t0
-
-    for i in range(n):
-        for c in mlip_crit:
-            recs[i].verdicts[c.label] = (
-                "not_evaluated" if c.label in unavailable else c.verdict(recs[i].predictions.get(c.key))
-            )
-        if recheck_after_relax:  # an ML criterion must also hold on the relaxed structure
-            for c in ml_crit:
-                rk = f"{c.key}_relaxed"
-                if (recs[i].verdicts[c.label] == "pass" and rk in recs[i].predictions
-                        and c.verdict(recs[i].predictions[rk]) != "pass"):
-                    recs[i].verdicts[c.label] = "fail"
-                    _flag(recs[i], f"fails_after_relax:{c.label}")
-
-    # --- pass / rank --------------------------------------------------------------------
-    survivors = []
-    for i in range(n):
-        if i not in active or (exclude_known and i in known):
-            recs[i].passed = False
-            continue
-        ok = True
-        for c in crit:
-            v = recs[i].verdicts[c.label]
-            if v == "fail" or (v == "not_evaluated" and (c.label not in unavailable or strict)):
-                ok = False
-        recs[i].passed = ok
-        if ok:
-            survivors.append(i)
-    rank_key = "tc_K"
-
-    def score(i: int) -> tuple[float | None, float | None]:
-        pr = recs[i].predictions
-        primary = pr.get(f"{rank_key}_relaxed", pr.get(rank_key))
-        return primary, pr.get("e_form_eV_per_atom")
-
-    order = triage.rank_order([score(i) for i in survivors])
-    for r_, j in enumerate(order, start=1):
-        i = survivors[j]
-        recs[i].rank = r_
-        _set(recs[i], "selected", top_k is None or r_ <= top_k)
-
-    # --- summary ------------------------------------------------------------------------
-    crit_summary = []
-    for c in crit:
-        vs = [r.verdicts[c.label] for r in recs]
-        crit_summary.append({
-            "criterion": c.label, "predictor": c.predictor or "shipped T_c model", "key": c.key,
-            "stage": c.stage, "available": c.label not in unavailable,
-            "reason_unavailable": unavailable.get(c.label),
-            "n_pass": vs.count("pass"), "n_fail": vs.count("fail"), "n_not_evaluated": vs.count("not_evaluated"),
-        })
-    timings["total_s"] = time.perf_counter() - t_start
-    summary = {
-        "n_input": n,
-        "n_unreadable": len(bad),
-        "n_duplicates": sum(d is not None for d in dup),
-        "n_known_structure": sum(1 for nv in nov if nv and nv.known_structure),
-        "n_known_composition": sum(1 for nv in nov if nv and nv.known_composition),
-        "exclude_known": exclude_known,
-        "n_prediction_errors": sum(1 for r in recs if any(k != "mlip" for k in (r.model_extra or {}).get("errors", {}))),
-        "n_alive_after_ml": n_alive_after_ml,
-        "relaxation": relax_summary,
-        "n_passed": len(survivors),
-        "n_selected": sum(1 for r in recs if (r.model_extra or {}).get("selected")),
-        "top_k": top_k,
-        "strict": strict,
-        "criteria": crit_summary,
-        "not_evaluated_criteria": [{"criterion": k, "reason": v} for k, v in unavailable.items()],
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
-    if unavailable:
-        log.warning("NOT EVALUATED for every candidate: %s", "; ".join(f"{k} ({v})" for k, v in unavailable.items()))
-    return recs, summary
+    cfg = ScreenConfig(
+        criteria=criteria, top_k=top_k, relax=relax, calculator=calculator, exclude_known=exclude_known,
+        strict=strict, recheck_after_relax=recheck_after_relax, hull=hull, batch_size=batch_size,
+        device=device, progress=progress, max_relax_steps=max_relax_steps,
+    )
+    return run_screen(records, cfg, predictors=predictors, relaxer=relaxer, references=references,
+                      training_index=training_index)

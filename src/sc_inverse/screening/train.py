@@ -26,8 +26,12 @@ from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
+from tqdm.auto import tqdm
 
+from sc_inverse.data import load_jarvis_sc
 from sc_inverse.errors import CalculationError, InputError
+from sc_inverse.records import load_records
+from sc_inverse.screening.alignn_model import load_alignn_dir, predict_structures, to_jarvis_atoms
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +94,6 @@ class _EpochProgress:
         self._stream = sys.stderr  # captured before alignn's own output is redirected
 
     def _run(self) -> None:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=self.epochs, desc="ALIGNN epochs", unit="epoch", file=self._stream)
         done = 0
         while True:
@@ -139,8 +141,6 @@ class TrainResult:
 
 
 def _packaged_split(target: str, split: str) -> list[Sample]:
-    from sc_inverse.data import load_jarvis_sc
-
     key = "tc_K" if target in ("tc_K", "Tc", "tc") else target
     out = []
     for rec in load_jarvis_sc(split):
@@ -157,8 +157,6 @@ def load_training_data(
     """Train/val samples. ``data=None`` = packaged JARVIS-SC; test-split records are never used."""
     if data is None:
         return _packaged_split(target, "train"), _packaged_split(target, "val")
-    from sc_inverse.records import load_records
-
     recs = load_records(data)
     train, val, rest, n_test, n_missing = [], [], [], 0, 0
     for r in recs:
@@ -188,12 +186,11 @@ def load_training_data(
 
 
 def _alignn_records(samples: list[Sample]) -> list[dict]:
-    from sc_inverse.screening.alignn_model import to_jarvis_atoms
-
     return [{"jid": s.id, "atoms": to_jarvis_atoms(s.structure).to_dict(), "target": s.y} for s in samples]
 
 
 def _loader(samples, cfg, out_dir: Path, name: str, batch_size: int, shuffle: bool, drop_last: bool):
+    # alignn and torch stay out of this module's import (reading training data needs neither)
     from alignn.pure_lmdb_dataset import get_torch_dataset
     from torch.utils.data import DataLoader
 
@@ -235,32 +232,61 @@ def train_alignn(
 
     ``train_samples``/``val_samples`` bypass file loading (tests use tiny sets).
     """
-    import torch
-    from alignn.config import TrainingConfig
-    from alignn.train import train_dgl
-
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if train_samples is None or val_samples is None:
         train_samples, val_samples = load_training_data(target, data)
     if len(train_samples) < 2 or not val_samples:
         raise InputError("training needs >= 2 train samples and >= 1 val sample")
+    cfg = training_config(out, len(train_samples), len(val_samples), epochs, batch_size,
+                          model_overrides, training_overrides)
+    config = _alignn_config(cfg)
+    t0 = time.time()
+    log_path = Path(log_file) if log_file else out / "train.log"
+    _run_train_dgl(config, cfg, train_samples, val_samples, out, log_path, progress)
+    seconds = time.time() - t0
+    conf = _tidy_model_dir(out, target, train_samples, val_samples, log_path)
+    metrics = _validate(out, target, train_samples, val_samples, int(epochs), seconds)
+    write_model_card(out, metrics, conf, command or " ".join(sys.argv), data)
+    return TrainResult(out, metrics["val_mae"], metrics["val_baseline_mae_train_median"], len(train_samples),
+                       len(val_samples), int(epochs), seconds, extra=metrics)
+
+
+def training_config(out: Path, n_train: int, n_val: int, epochs: int, batch_size: int | None = None,
+                    model_overrides: dict[str, Any] | None = None,
+                    training_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """alignn ``TrainingConfig`` fields: our defaults, the overrides, this run's sizes and paths.
+
+    The batch size never exceeds the training set (alignn drops a last partial batch).
+    """
     cfg = {**DEFAULT_TRAINING, **(training_overrides or {})}
     model = {**DEFAULT_MODEL, **(model_overrides or {})}
-    cfg.update(epochs=int(epochs), output_dir=str(out), model=model, n_train=len(train_samples),
-               n_val=len(val_samples), n_test=0, filename=str(out / "alignn"))
+    cfg.update(epochs=int(epochs), output_dir=str(out), model=model, n_train=n_train,
+               n_val=n_val, n_test=0, filename=str(out / "alignn"))
     if batch_size is not None:
         cfg["batch_size"] = int(batch_size)
-    bs = min(cfg["batch_size"], len(train_samples))
-    cfg["batch_size"] = bs
+    cfg["batch_size"] = min(cfg["batch_size"], n_train)
+    return cfg
+
+
+def _alignn_config(cfg: dict[str, Any]):
+    """alignn's validated ``TrainingConfig``; a bad user override is an InputError."""
+    from alignn.config import TrainingConfig  # heavy (torch): only when training
+
     try:
-        config = TrainingConfig(**cfg)
+        return TrainingConfig(**cfg)
     except Exception as exc:  # noqa: BLE001 - pydantic validation of user overrides
         raise InputError(f"invalid ALIGNN training config: {exc}") from exc
 
-    t0 = time.time()
-    log_path = Path(log_file) if log_file else out / "train.log"
-    with log_path.open("w") as fh, _EpochProgress(out, int(epochs), progress), \
+
+def _run_train_dgl(config, cfg: dict[str, Any], train_samples: list[Sample], val_samples: list[Sample],
+                   out: Path, log_path: Path, progress: bool) -> None:
+    """alignn's own training loop, its output captured in ``log_path``; writes ``best_model.pt``."""
+    import torch  # heavy: only when training
+    from alignn.train import train_dgl
+
+    bs = cfg["batch_size"]
+    with log_path.open("w") as fh, _EpochProgress(out, cfg["epochs"], progress), \
             contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         train_loader = _loader(train_samples, cfg, out, "train", bs, True, True)
         # alignn averages the val loss over batches: one batch makes it the exact val MAE that
@@ -277,9 +303,14 @@ def train_alignn(
             raise CalculationError(f"ALIGNN training failed ({type(exc).__name__}: {exc}); see {log_path}") from exc
         finally:
             torch.set_default_dtype(torch.float32)
-    seconds = time.time() - t0
 
-    # our metadata next to alignn's config, then a clean directory
+
+def _tidy_model_dir(out: Path, target: str, train_samples: list[Sample], val_samples: list[Sample],
+                    log_path: Path) -> dict[str, Any]:
+    """Our metadata next to alignn's config, the split ids, then only :data:`KEEP_FILES`.
+
+    Returns the completed ``config.json``.
+    """
     conf = json.loads((out / "config.json").read_text())
     conf["sc_inverse"] = {"target": target, "unit": "K" if target.endswith("_K") else ""}
     (out / "config.json").write_text(json.dumps(conf, indent=2))
@@ -289,12 +320,17 @@ def train_alignn(
         if p.name in KEEP_FILES or p == log_path:
             continue
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return conf
 
-    # val MAE of the saved best weights, over every val structure (alignn drops a last partial batch)
-    from sc_inverse.screening.alignn_model import load_alignn_dir, predict_structures
+
+def _validate(out: Path, target: str, train_samples: list[Sample], val_samples: list[Sample],
+              epochs: int, seconds: float) -> dict[str, Any]:
+    """Val MAE of the saved best weights over every val structure (alignn drops a last partial
+    batch); writes ``metrics.json`` and ``val_predictions.json``, returns the metrics."""
+    import torch  # heavy; loaded already by training
 
     loaded = load_alignn_dir(out)
-    pred, errs = predict_structures(loaded, [s.structure for s in val_samples], batch_size=64)
+    pred, _ = predict_structures(loaded, [s.structure for s in val_samples], batch_size=64)
     y = np.array([s.y for s in val_samples])
     ok = np.isfinite(pred)
     val_mae = float(np.mean(np.abs(pred[ok] - y[ok]))) if ok.any() else float("nan")
@@ -304,7 +340,7 @@ def train_alignn(
     metrics = {
         "target": target, "val_mae": val_mae, "val_baseline_mae_train_median": baseline,
         "n_train": len(train_samples), "n_val": len(val_samples), "n_val_failed": int((~ok).sum()),
-        "epochs": int(epochs), "best_epoch": best_epoch, "train_seconds": round(seconds, 1),
+        "epochs": epochs, "best_epoch": best_epoch, "train_seconds": round(seconds, 1),
         "n_parameters": int(sum(p.numel() for p in loaded.model.parameters())),
         "torch_threads": torch.get_num_threads(),
     }
@@ -312,9 +348,7 @@ def train_alignn(
     (out / "val_predictions.json").write_text(json.dumps(
         [{"id": s.id, "target": s.y, "pred": None if not math.isfinite(p) else p}
          for s, p in zip(val_samples, pred.tolist(), strict=True)]))
-    write_model_card(out, metrics, conf, command or " ".join(sys.argv), data)
-    return TrainResult(out, val_mae, baseline, len(train_samples), len(val_samples), int(epochs), seconds,
-                       extra=metrics)
+    return metrics
 
 
 def write_model_card(out: Path, metrics: dict, conf: dict, command: str, data) -> Path:

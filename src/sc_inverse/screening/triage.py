@@ -14,6 +14,8 @@ from functools import lru_cache
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
+from sc_inverse.data import load_jarvis_sc
+
 
 def default_matcher() -> StructureMatcher:
     """pymatgen defaults (ltol 0.2, stol 0.3, 5 deg), primitive reduction and volume scaling on."""
@@ -71,8 +73,6 @@ class TrainingIndex:
 @lru_cache(maxsize=1)
 def jarvis_sc_index() -> TrainingIndex:
     """Index of the packaged JARVIS-SC structures (the generator's and predictor's training data)."""
-    from sc_inverse.data import load_jarvis_sc
-
     return TrainingIndex.from_pairs([(r["jid"], r["structure"]) for r in load_jarvis_sc()])
 
 
