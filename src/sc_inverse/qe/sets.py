@@ -19,6 +19,7 @@ from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
 from sc_inverse.qe.kpoints import RY_TO_EV
+from sc_inverse.settings import get_settings
 
 Mesh = tuple[int, int, int]
 
@@ -105,10 +106,12 @@ TEST = QePreset(
 PRESETS: dict[str, QePreset] = {"paper": PAPER, "test": TEST}
 
 
-def get_preset(preset: str | QePreset) -> QePreset:
-    """Look a preset up by name (or pass a QePreset through)."""
+def get_preset(preset: str | QePreset | None = None) -> QePreset:
+    """Look a preset up by name (or pass a QePreset through); None: ``settings.qe_preset``."""
     if isinstance(preset, QePreset):
         return preset
+    if preset is None:
+        preset = get_settings().qe_preset
     try:
         return PRESETS[preset]
     except KeyError:

@@ -127,7 +127,7 @@ class QeElementalReferenceMaker(Maker):
     """
 
     name: str = "qe elemental references"
-    preset: Any = "paper"
+    preset: Any = None  # None: settings.qe_preset
     pseudo_dir: str | None = None
     pseudo_pattern: str | None = None
     relax: bool = True
