@@ -26,7 +26,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sc_inverse.qe.cli import load_structure
 from sc_inverse.qe.jobs import (
     PREFIX,
     analyse_elph,
@@ -39,6 +38,7 @@ from sc_inverse.qe.jobs import (
 from sc_inverse.qe.parsers import parse_dyn0
 from sc_inverse.qe.pseudos import find_pseudopotentials
 from sc_inverse.qe.sets import TEST
+from sc_inverse.records import load_structure
 
 ROOT = Path(__file__).resolve().parents[1]
 KGRID, QGRID = (8, 8, 8), (4, 4, 4)

@@ -16,7 +16,7 @@ def qe_data() -> Path:
 
 @pytest.fixture
 def al_structure():
-    from sc_inverse.qe.cli import load_structure
+    from sc_inverse.records import load_structure
 
     return load_structure(AL_EXAMPLE)[0]
 

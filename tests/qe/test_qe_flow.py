@@ -148,7 +148,7 @@ def test_epc_cli_on_al_example(tmp_path):
 @pytest.mark.slow
 def test_fanout_flow_matches_monolithic(al_structure, tmp_path, qe_data, monkeypatch):
     """Real fan-out (one ph.x job per irreducible q) reproduces the monolithic λ table."""
-    from sc_inverse.qe.cli import run_epc
+    from sc_inverse.pipeline.epc import run_epc
     from sc_inverse.qe.parsers import parse_lambda_dat
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -7,6 +7,7 @@ from jobflow import Flow
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
+from sc_inverse.execution import run_flow_locally
 from sc_inverse.stores import get_job_store
 from sc_inverse.thermo.jobs import (
     REFERENCE_ROLE,
@@ -14,7 +15,6 @@ from sc_inverse.thermo.jobs import (
     QeElementalReferenceMaker,
     elemental_prototype,
 )
-from sc_inverse.workflows import run_flow_locally
 
 
 def _alm():
@@ -79,9 +79,9 @@ def test_real_qe_references_candidate_and_hull_builder():
     """Real pw.x: Al and Mg references + an AlMg (CsCl) candidate with the same test settings,
     a convex-hull job in the flow, then the HullBuilder on the embedded store."""
     from sc_inverse.builders import run_builders
+    from sc_inverse.metadata import tag_candidate
     from sc_inverse.qe.jobs import QeScfMaker
     from sc_inverse.qe.sets import get_preset
-    from sc_inverse.workflows import tag_candidate
 
     refs = QeElementalReferenceMaker(preset="test", relax=False).make(["Al", "Mg"])
     scf = QeScfMaker(preset=get_preset("test").with_updates(la2f_kpoints_grid=None)).make(_alm())
