@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# the synthetic task documents live with the tests (tests/factories.py), not in the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def main() -> None:
@@ -33,7 +37,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
           "(wall times scale with contention; CPU times much less)")
 
-    from sc_inverse.builders.synthetic import many_elph_tasks, many_scf_tasks
+    from factories import many_elph_tasks, many_scf_tasks
     from sc_inverse.builders.tc import _SG_CACHE, TcBuilder
     from sc_inverse.builders.thermo import HullBuilder
     from sc_inverse.settings import ScInverseSettings

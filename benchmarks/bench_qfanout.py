@@ -27,7 +27,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from sc_inverse.qe.jobs import (
-    PREFIX,
     analyse_elph,
     copy_outdir,
     gather_qpoints,
@@ -37,8 +36,9 @@ from sc_inverse.qe.jobs import (
 )
 from sc_inverse.qe.parsers import parse_dyn0
 from sc_inverse.qe.pseudos import find_pseudopotentials
-from sc_inverse.qe.sets import TEST
-from sc_inverse.records import load_structure
+from sc_inverse.qe.sets import PREFIX, TEST
+from sc_inverse.records import load_records
+from sc_inverse.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 KGRID, QGRID = (8, 8, 8), (4, 4, 4)
@@ -51,25 +51,16 @@ def _child_cpu() -> float:
 
 
 def _qjob(args):
-    scf_out, index, directory = args
+    scf_out, index, directory, settings = args
     t0, c0 = time.perf_counter(), _child_cpu()
-    run_qpoint(TEST, QGRID, scf_out, PREFIX, index, Path(directory))
+    run_qpoint(TEST, QGRID, scf_out, PREFIX, index, Path(directory), settings=settings)
     return index, (time.perf_counter() - t0, _child_cpu() - c0)
 
 
-def _analyse(directory: Path, structure, timings=()):
-    doc = analyse_elph(directory, TEST, KGRID, QGRID, structure, None, "bench", list(timings), [],
-                       (directory / "ph.in").read_text() if (directory / "ph.in").exists() else "",
-                       False)
+def _analyse(directory: Path, structure, settings):
+    doc = analyse_elph(directory, TEST, KGRID, structure=structure, label="bench", settings=settings)
     row = next(r for r in doc.smearing_table if abs(r.sigma_Ry - 0.01) < 1e-9)
     return row.lambda_, row.omega_log_K
-
-
-def _reset_settings(mpi_prefix: str = "") -> None:
-    from sc_inverse.settings import get_settings
-
-    os.environ["SC_INVERSE_MPI_PREFIX"] = mpi_prefix
-    get_settings.cache_clear()
 
 
 def main() -> None:
@@ -81,15 +72,15 @@ def main() -> None:
                     help="also time monolithic ph.x under 'mpirun -np WORKERS' (slow when the "
                          "cores are shared: OpenMPI busy-waits)")
     args = ap.parse_args()
-    os.environ["OMP_NUM_THREADS"] = "1"
-    _reset_settings()
+    os.environ["OMP_NUM_THREADS"] = "1"  # environment of the QE processes
+    serial = get_settings().model_copy(update={"mpi_prefix": ""})
     wd = args.workdir.resolve()
     shutil.rmtree(wd, ignore_errors=True)
-    structure, _ = load_structure(ROOT / "examples" / "al_fcc" / "Al.pwi")
+    structure = load_records(ROOT / "examples" / "al_fcc" / "Al.pwi")[0].get_structure()
     pseudos = find_pseudopotentials(structure, args.pseudo_dir, TEST.pseudo_pattern)
 
     t0 = time.perf_counter()
-    run_scf(structure, TEST, pseudos, KGRID, wd / "scf")
+    run_scf(structure, TEST, pseudos, KGRID, wd / "scf", settings=serial)
     scf_out = wd / "scf" / "out"
     print(f"scf (16^3 la2F + 8^3): {time.perf_counter() - t0:.1f} s")
     results = []
@@ -98,32 +89,31 @@ def main() -> None:
     d = wd / "mono"
     copy_outdir(scf_out, PREFIX, d)
     t0, c0 = time.perf_counter(), _child_cpu()
-    run_ph(TEST, QGRID, d)
+    run_ph(TEST, QGRID, d, settings=serial)
     t_ph, cpu = time.perf_counter() - t0, _child_cpu() - c0
-    results.append(("monolithic ph.x, 1 process", t_ph, cpu, *_analyse(d, structure)))
+    results.append(("monolithic ph.x, 1 process", t_ph, cpu, *_analyse(d, structure, serial)))
 
     # 2. monolithic, MPI over the workers
     if args.mpi and shutil.which("mpirun"):
         flags = "--allow-run-as-root " if os.geteuid() == 0 else ""
-        _reset_settings(f"mpirun {flags}-np {args.workers}")
+        mpi = serial.model_copy(update={"mpi_prefix": f"mpirun {flags}-np {args.workers}"})
         d = wd / "mono_mpi"
         copy_outdir(scf_out, PREFIX, d)
         t0, c0 = time.perf_counter(), _child_cpu()
-        run_ph(TEST, QGRID, d)
+        run_ph(TEST, QGRID, d, settings=mpi)
         t_ph, cpu = time.perf_counter() - t0, _child_cpu() - c0
-        _reset_settings()
         results.append((f"monolithic ph.x, mpirun -np {args.workers}", t_ph, cpu,
-                        *_analyse(d, structure)))
+                        *_analyse(d, structure, serial)))
 
     # 3. fan-out over a pool of workers
     for workers in sorted({1, args.workers}):
         d = wd / f"fanout_{workers}"
         init = d / "q1"  # as QeElphMaker: q-point 1 (Γ) runs first, its dyn0 lists all q
         t0, c0 = time.perf_counter(), _child_cpu()
-        run_qpoint(TEST, QGRID, scf_out, PREFIX, 1, init)
+        run_qpoint(TEST, QGRID, scf_out, PREFIX, 1, init, settings=serial)
         _, irr = parse_dyn0(init / "dyn0")
         t_init, cpu_init = time.perf_counter() - t0, _child_cpu() - c0
-        jobs = [(str(scf_out), i, str(d / f"q{i}")) for i in range(2, len(irr) + 1)]
+        jobs = [(str(scf_out), i, str(d / f"q{i}"), serial) for i in range(2, len(irr) + 1)]
         with ProcessPoolExecutor(max_workers=workers) as pool:
             per_q = dict(pool.map(_qjob, jobs))
         merge = d / "merge"
@@ -133,7 +123,7 @@ def main() -> None:
         t_gather = time.perf_counter() - t1
         t_ph = time.perf_counter() - t0
         cpu = cpu_init + sum(c for _, c in per_q.values())
-        lam, wlog = _analyse(merge, structure)
+        lam, wlog = _analyse(merge, structure, serial)
         results.append((f"fan-out, {len(irr)} q jobs on {workers} worker(s)", t_ph, cpu, lam, wlog))
         walls = [w for w, _ in per_q.values()]
         cpus = [c for _, c in per_q.values()]

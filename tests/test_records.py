@@ -6,6 +6,7 @@ from pymatgen.core import Lattice, Structure
 
 from sc_inverse.errors import InputError
 from sc_inverse.records import CandidateRecord, load_records, load_structure, save_records
+from sc_inverse.units import BOHR_TO_A
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ AL_EXAMPLE = Path(__file__).parents[1] / "examples" / "al_fcc" / "Al.pwi"
 def test_load_structure_al_example():
     s, sid = load_structure(AL_EXAMPLE)
     assert sid == "Al" and s.composition.reduced_formula == "Al" and len(s) == 1
-    assert s.lattice.a == pytest.approx(7.5 * 0.529177210903 / 2**0.5, rel=1e-6)
+    assert s.lattice.a == pytest.approx(7.5 * BOHR_TO_A / 2**0.5, rel=1e-6)
     assert s.lattice.alpha == pytest.approx(60.0)
 
 

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
+from pathlib import Path
 
 import mongomock_ng as mongomock  # the fork maggma's MemoryStore uses (pymongo 4.x API)
+import montydb
+import montydb.storage.sqlite
 import numpy as np
 import pytest
 from jobflow import Flow, job
 from maggma.stores import GridFSStore, MongoStore, MontyStore
 
+import sc_inverse
 from sc_inverse.errors import StoreError
 from sc_inverse.settings import ScInverseSettings, get_settings
-from sc_inverse.stores import EmbeddedStore, describe_store, get_job_store, get_store, mongo_fields
+from sc_inverse.stores import (
+    EmbeddedStore,
+    describe_store,
+    get_job_store,
+    get_store,
+    mongo_fields,
+    montydb_sqlite,
+)
 
 
 @job(data=["a2f"])
@@ -102,6 +115,55 @@ def test_embedded_fast_query_matches_montydb(tmp_path):
             assert [d.get("uuid") for d in fast] == [d.get("uuid") for d in ref]
             assert fast == ref
         assert s.distinct("grp") == [0, 1, 2] or sorted(s.distinct("grp")) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# montydb internals: pinned, checked, used in one module only
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_montydb_check():
+    montydb_sqlite._internals.cache_clear()
+    yield
+    montydb_sqlite._internals.cache_clear()
+
+
+def test_installed_montydb_is_supported_and_pinned_alike():
+    montydb_sqlite.check_montydb()
+    low, high = montydb_sqlite.SUPPORTED
+    assert low <= montydb_sqlite._version_tuple(montydb.__version__) < high
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert montydb_sqlite.REQUIREMENT in deps
+
+
+@pytest.mark.parametrize("version", ["2.6.0", "2.5.5", "3.0.1"])
+def test_unsupported_montydb_version_fails_clearly(monkeypatch, tmp_path, fresh_montydb_check,
+                                                  version):
+    monkeypatch.setattr(montydb, "__version__", version)
+    fix = re.escape("pip install 'montydb>=2.5.6,<2.6'")
+    with pytest.raises(StoreError, match=rf"montydb {version} is not supported.*{fix}"):
+        montydb_sqlite.check_montydb()
+    with pytest.raises(StoreError, match="not supported"):
+        EmbeddedStore("c", database_path=str(tmp_path / "db")).connect()
+
+
+def test_montydb_without_a_used_internal_fails_clearly(monkeypatch, fresh_montydb_check):
+    monkeypatch.delattr(montydb.storage.sqlite.SQLiteKVEngine, "read_all")
+    with pytest.raises(StoreError, match=r"has no montydb\.storage\.sqlite\.SQLiteKVEngine\.read_all"):
+        montydb_sqlite.check_montydb()
+
+
+def test_only_the_compat_module_imports_montydb():
+    src = Path(sc_inverse.__file__).parent
+    importers = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "montydb" or n.startswith("montydb.") for n in names):
+                importers.add(path.relative_to(src).as_posix())
+    assert importers == {"stores/montydb_sqlite.py"}
 
 
 # ---------------------------------------------------------------------------------------------

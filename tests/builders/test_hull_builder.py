@@ -7,7 +7,7 @@ from monty.serialization import dumpfn
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
-from sc_inverse.builders.synthetic import elph_task, scf_task, set_path
+from factories import elph_task, scf_task, set_path
 from sc_inverse.builders.thermo import HullBuilder
 from sc_inverse.thermo.jobs import REFERENCE_ROLE
 

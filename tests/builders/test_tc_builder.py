@@ -11,7 +11,7 @@ import pytest
 from maggma.stores import MemoryStore
 from pymatgen.core import Structure
 
-from sc_inverse.builders.synthetic import elph_task, scf_task, set_path
+from factories import elph_task, scf_task, set_path
 from sc_inverse.builders.tc import TcBuilder
 
 

@@ -9,7 +9,7 @@ import json
 from click.testing import CliRunner
 from pymatgen.core import Structure
 
-from sc_inverse.builders.synthetic import elph_task, scf_task
+from factories import elph_task, scf_task
 from sc_inverse.cli import cli
 from sc_inverse.thermo.jobs import REFERENCE_ROLE
 

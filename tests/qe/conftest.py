@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from qe_testutils import AL_EXAMPLE, QE_DATA
 
+from sc_inverse.records import load_records
+
 
 @pytest.fixture
 def qe_data() -> Path:
@@ -16,9 +18,7 @@ def qe_data() -> Path:
 
 @pytest.fixture
 def al_structure():
-    from sc_inverse.records import load_structure
-
-    return load_structure(AL_EXAMPLE)[0]
+    return load_records(AL_EXAMPLE)[0].get_structure()
 
 
 @pytest.fixture

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from qe_testutils import requires_qe
 
+from sc_inverse import units
 from sc_inverse.qe import eliashberg as E
 from sc_inverse.qe import parsers as P
+from sc_inverse.qe.jobs import run_lambda_x
+from sc_inverse.qe.schemas import QPointPhonons
 
 
 def _recorded(qe_data):
@@ -38,13 +41,13 @@ def test_einstein_spectrum_recovers_lambda_and_omega():
     grid = E.frequency_grid(w_e, 2.0)
     a2f = E.a2f_from_modes(np.array([[w_e]]), np.array([[lam]]), np.array([1.0]), grid, 2.0)
     assert E.lambda_from_a2f(grid, a2f) == pytest.approx(lam, rel=1e-3)
-    assert E.omega_log_K_from_a2f(grid, a2f) == pytest.approx(w_e * E.CM1_TO_K, rel=1e-3)
-    assert E.omega_2_K_from_a2f(grid, a2f) == pytest.approx(w_e * E.CM1_TO_K, rel=1e-3)
+    assert E.omega_log_K_from_a2f(grid, a2f) == pytest.approx(w_e * units.CM1_TO_K, rel=1e-3)
+    assert E.omega_2_K_from_a2f(grid, a2f) == pytest.approx(w_e * units.CM1_TO_K, rel=1e-3)
 
 
 def test_debye_temperature_of_debye_spectrum():
     w = np.linspace(0, 300.0, 3001)
-    assert E.debye_temperature_K(w, w**2) == pytest.approx(300.0 * E.CM1_TO_K, rel=2e-3)
+    assert E.debye_temperature_K(w, w**2) == pytest.approx(300.0 * units.CM1_TO_K, rel=2e-3)
 
 
 def test_table_agrees_with_recorded_lambda_x(qe_data):
@@ -83,12 +86,12 @@ def test_inconsistent_arrays_rejected():
 @requires_qe
 @pytest.mark.qe
 def test_live_lambda_x_cross_check(al_elph_dir):
-    from sc_inverse.qe.jobs import _qpoint_phonons, run_lambda_x
-
-    qpoints = [_qpoint_phonons(al_elph_dir, i) for i in range(1, 9)]
+    qpoints = [QPointPhonons.from_directory(al_elph_dir, i) for i in range(1, 9)]
     for f in ("lambda.dat", "lambda.in"):
         (al_elph_dir / f).unlink()
-    rows = run_lambda_x(al_elph_dir, qpoints, 0.1)
+    res = run_lambda_x(al_elph_dir, qpoints, 0.1)
+    assert res.timing.step == "lambda" and res.output.name == "lambda.out"
+    rows = P.parse_lambda_dat(al_elph_dir / "lambda.dat")
     res = E.eliashberg_table([q.frequencies_cm1 for q in qpoints], [q.lambdas for q in qpoints],
                              [q.n_star for q in qpoints], [r["sigma_Ry"] for r in rows])
     for mine, lx in zip(res.rows, rows, strict=True):

@@ -15,10 +15,19 @@ from pymatgen.core import Lattice, Structure
 from qe_testutils import AL_EXAMPLE, QE_PSEUDO_DIR, ROOT, requires_qe
 
 from sc_inverse.errors import MissingPseudopotentialError, ParseError
+from sc_inverse.pipeline.epc import run_epc
 from sc_inverse.qe.flows import ElectronPhononTcMaker
-from sc_inverse.qe.jobs import QeElphMaker, QeScfMaker, analyse_elph
-from sc_inverse.qe.schemas import ElphTaskDoc, QPointTaskDoc
-from sc_inverse.qe.sets import TEST
+from sc_inverse.qe.jobs import (
+    QeElphMaker,
+    QeElphMergeMaker,
+    QeRelaxMaker,
+    QeScfMaker,
+    analyse_elph,
+)
+from sc_inverse.qe.parsers import parse_lambda_dat
+from sc_inverse.qe.schemas import ElphTaskDoc, QPointPhonons, QPointTaskDoc
+from sc_inverse.qe.sets import PAPER, TEST
+from sc_inverse.units import RY_TO_EV
 
 
 @pytest.fixture
@@ -57,8 +66,8 @@ def test_missing_pseudopotentials_fail_before_any_job(fake_lib):
 @requires_qe
 @pytest.mark.qe
 def test_analyse_recorded_elph(al_elph_dir, al_structure):
-    doc = analyse_elph(al_elph_dir, TEST, (8, 8, 8), (4, 4, 4), al_structure, -56.958, "elph",
-                       [], [], (al_elph_dir / "ph.in").read_text(), False, "6.7MaX")
+    doc = analyse_elph(al_elph_dir, TEST, (8, 8, 8), structure=al_structure, energy_eV=-56.958,
+                       label="elph")
     assert isinstance(doc, ElphTaskDoc)
     row = next(r for r in doc.smearing_table if abs(r.sigma_Ry - 0.01) < 1e-9)
     assert row.lambda_ == pytest.approx(0.435, abs=0.03)
@@ -70,8 +79,9 @@ def test_analyse_recorded_elph(al_elph_dir, al_structure):
     assert len(doc.smearing_table) == 10 and doc.n_q_irreducible == 8
     assert sum(q.weight for q in doc.qpoints) == pytest.approx(1.0)
     assert doc.a2f.a2f and len(doc.a2f.matdyn_a2f) == 10 and doc.a2f.phonon_dos
-    assert [t.step for t in doc.timings] == ["q2r", "matdyn"]
+    assert [t.step for t in doc.timings] == ["q2r", "matdyn", "lambda"]  # all via run_qe
     assert doc.energy_per_atom_eV == pytest.approx(-56.958)
+    assert doc.qe_version == "6.7MaX" and doc.input.qpoints_grid == [4, 4, 4]
 
 
 @requires_qe
@@ -80,8 +90,7 @@ def test_truncated_epc_file_fails_before_q2r(al_elph_dir, al_structure):
     f = al_elph_dir / "elph_dir" / "elph.inp_lambda.3"
     f.write_text(f.read_text()[:300])
     with pytest.raises(ParseError, match="elph.inp_lambda.3"):
-        analyse_elph(al_elph_dir, TEST, (8, 8, 8), (4, 4, 4), al_structure, None, "elph", [], [],
-                     "", False)
+        analyse_elph(al_elph_dir, TEST, (8, 8, 8), structure=al_structure)
     assert not (al_elph_dir / "q2r.out").exists()
 
 
@@ -89,8 +98,6 @@ def test_truncated_epc_file_fails_before_q2r(al_elph_dir, al_structure):
 @pytest.mark.qe
 def test_fanout_merge_of_recorded_qpoints(al_elph_dir, tmp_path, qe_data):
     """The merge job gathers per-q job folders (as the fan-out leaves them) into one analysis."""
-    from sc_inverse.qe.jobs import QeElphMergeMaker, _qpoint_phonons
-
     init = tmp_path / "init"
     init.mkdir()
     shutil.copy(al_elph_dir / "dyn0", init / "dyn0")
@@ -104,14 +111,15 @@ def test_fanout_merge_of_recorded_qpoints(al_elph_dir, tmp_path, qe_data):
         shutil.copy(al_elph_dir / "ph.in", qdir / "ph.in")
         docs.append(QPointTaskDoc(calc_type="ph-q", dir_name=str(qdir), input={"preset": "test"},
                                   q_index=i, n_q_irreducible=8,
-                                  qpoint=_qpoint_phonons(qdir, i)).model_dump())
-    job = QeElphMergeMaker(preset=TEST).make(docs[::-1], str(init), [8, 8, 8], [4, 4, 4])
+                                  qpoint=QPointPhonons.from_directory(qdir, i)).model_dump())
+    job = QeElphMergeMaker(preset=TEST).make(docs[::-1], str(init), [8, 8, 8])
     store = _store()
     run_locally(job, store=store, create_folders=True, root_dir=tmp_path / "run", log=False,
                 raise_immediately=True)
     with store:
         doc = store.get_output(job.uuid, load=True)
     assert doc["fanout"] is True and doc["n_q_irreducible"] == 8
+    assert doc["input"]["parameters"]["inputph"]["nq1"] == "4"  # q1's ph.in was gathered
     assert doc["lambda_"] == pytest.approx(0.435, abs=2e-3)
     assert doc["a2f"]["a2f"]  # loaded back from the additional 'data' store
 
@@ -148,13 +156,10 @@ def test_epc_cli_on_al_example(tmp_path):
 @pytest.mark.slow
 def test_fanout_flow_matches_monolithic(al_structure, tmp_path, qe_data, monkeypatch):
     """Real fan-out (one ph.x job per irreducible q) reproduces the monolithic λ table."""
-    from sc_inverse.pipeline.epc import run_epc
-    from sc_inverse.qe.parsers import parse_lambda_dat
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     doc = run_epc(al_structure, tmp_path / "wd", preset="test", pseudo_dir=str(QE_PSEUDO_DIR),
                   fanout=True)
-    assert doc.fanout and len(doc.timings) == 8 + 2  # 8 q-point ph.x runs, q2r, matdyn
+    assert doc.fanout and len(doc.timings) == 8 + 3  # 8 q-point ph.x runs, q2r, matdyn, lambda
     ref = parse_lambda_dat(qe_data / "al_elph" / "lambda.dat")  # monolithic run, lambda.x
     for row, r in zip(doc.smearing_table, ref, strict=True):
         assert row.lambda_ == pytest.approx(r["lambda"], abs=3e-3)
@@ -171,10 +176,6 @@ def test_makers_are_plain_dataclasses():
 def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch):
     """The paper preset's path (k-length convergence to 1 mRy, prime bump, vc-relax with
     qcutz/local-TF) on real pw.x; LDA Al.pz-vbc stands in for the GBRV library."""
-    from sc_inverse.qe.jobs import QeRelaxMaker
-    from sc_inverse.qe.kpoints import RY_TO_EV
-    from sc_inverse.qe.sets import PAPER
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     preset = PAPER.with_updates(pseudo_pattern="{el}.pz-vbc.UPF", ecutwfc=20.0, ecutrho=80.0,
                                 relax_system={"q2sigma": 1.0, "ecfixed": 19.5, "qcutz": 200.0})
@@ -199,7 +200,6 @@ def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch)
 def test_stability_flag_follows_threshold(al_elph_dir, al_structure):
     """Al's softest mode is ~0 cm⁻¹ (acoustic at Γ): stable at -20, 'unstable' at +50."""
     strict = TEST.with_updates(imaginary_threshold_cm1=50.0)
-    doc = analyse_elph(al_elph_dir, strict, (8, 8, 8), (4, 4, 4), al_structure, None, "elph",
-                       [], [], "", False)
+    doc = analyse_elph(al_elph_dir, strict, (8, 8, 8), structure=al_structure)
     assert doc.dynamically_stable is False and doc.imaginary_threshold_cm1 == 50.0
     assert -1.0 < doc.min_frequency_cm1 < 50.0

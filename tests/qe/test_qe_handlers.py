@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 import time
 
 import pytest
+from pymatgen.io.pwscf import PWInput
 from qe_testutils import QE_PSEUDO_DIR, requires_qe
 
 from sc_inverse.errors import CalculationError
+from sc_inverse.qe.eliashberg import eliashberg_table
 from sc_inverse.qe.handlers import (
     PhRecoverHandler,
     PwDiagonalizationHandler,
@@ -17,7 +20,12 @@ from sc_inverse.qe.handlers import (
     QeWalltimeHandler,
     completed_qpoints,
 )
-from sc_inverse.qe.sets import PwInputSet, parse_fortran_value, read_namelist
+from sc_inverse.qe.jobs import run_ph, run_pw
+from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.run import qe_command, run_qe
+from sc_inverse.qe.schemas import QPointPhonons
+from sc_inverse.qe.sets import TEST, PwInputSet, parse_fortran_value, read_namelist
+from sc_inverse.settings import get_settings
 
 
 def _stage(qe_data, tmp_path, sub, name, inp="pw.in", out="pw.out"):
@@ -40,8 +48,6 @@ def test_scf_convergence_handler(qe_data, tmp_path):
     assert _value(d / "pw.in", "electrons", "mixing_beta") == pytest.approx(0.35)
     assert _value(d / "pw.in", "electrons", "electron_maxstep") == 4
     # the rest of the input is untouched and still readable by pymatgen
-    from pymatgen.io.pwscf import PWInput
-
     assert PWInput.from_file(d / "pw.in").structure.composition.reduced_formula == "Al"
     shutil.copy(qe_data / "pw" / "al_scf.out", d / "pw.out")
     assert not h.check(str(d))
@@ -113,14 +119,10 @@ def _replay_executable(tmp_path, qe_data, monkeypatch):
     )
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("SC_INVERSE_PW_CMD", str(exe))
-    from sc_inverse.settings import get_settings
-
     get_settings.cache_clear()
 
 
 def test_custodian_loop_records_correction(qe_data, tmp_path, monkeypatch):
-    from sc_inverse.qe.run import run_qe
-
     _replay_executable(tmp_path, qe_data, monkeypatch)
     iset = PwInputSet(inputs={"pw.in": (qe_data / "pw" / "scf_not_converged.in").read_text()})
     res = run_qe("pw", iset, tmp_path / "run", [PwScfConvergenceHandler()])
@@ -130,8 +132,6 @@ def test_custodian_loop_records_correction(qe_data, tmp_path, monkeypatch):
 
 
 def test_custodian_loop_gives_up_with_clear_error(qe_data, tmp_path, monkeypatch):
-    from sc_inverse.qe.run import run_qe
-
     _replay_executable(tmp_path, qe_data, monkeypatch)
     iset = PwInputSet(inputs={"pw.in": (qe_data / "pw" / "scf_not_converged.in").read_text()})
     with pytest.raises(CalculationError, match="pw.x failed in .*scf convergence NOT achieved"):
@@ -142,23 +142,18 @@ def test_custodian_loop_gives_up_with_clear_error(qe_data, tmp_path, monkeypatch
 @pytest.mark.qe
 @pytest.mark.slow
 def test_real_ph_out_of_time_recovers(al_structure, tmp_path, monkeypatch):
-    """ph.x stopped by max_seconds is restarted with recover=.true. and finishes."""
-    from sc_inverse.qe.eliashberg import eliashberg_table
-    from sc_inverse.qe.jobs import _qpoint_phonons, _run_pw, run_ph
-    from sc_inverse.qe.pseudos import find_pseudopotentials
-    from sc_inverse.qe.sets import TEST
-
+    """ph.x stopped by max_seconds is restarted at its first unfinished q-point and finishes."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pseudos = find_pseudopotentials(al_structure, QE_PSEUDO_DIR, TEST.pseudo_pattern)
-    _run_pw(al_structure, TEST, "scf", pseudos, (16, 16, 16), tmp_path, "scf_la2f", la2f=True)
-    _run_pw(al_structure, TEST, "scf", pseudos, (8, 8, 8), tmp_path, "scf")
-    _, res = run_ph(TEST, (4, 4, 4), tmp_path, max_seconds=3.0)
+    run_pw(al_structure, TEST, "scf", pseudos, (16, 16, 16), tmp_path, "scf_la2f", la2f=True)
+    run_pw(al_structure, TEST, "scf", pseudos, (8, 8, 8), tmp_path, "scf")
+    res = run_ph(TEST, (4, 4, 4), tmp_path, max_seconds=3.0)
     assert {c.handler for c in res.corrections} == {"PhRecoverHandler"}
     assert "max_seconds" in res.corrections[0].errors[0]
     assert (tmp_path / "ph.out.attempt1").is_file()
     assert completed_qpoints(tmp_path, "dyn") == set(range(1, 9))
     # the recovered data give the same coupling as the uninterrupted recorded run
-    qs = [_qpoint_phonons(tmp_path, i) for i in range(1, 9)]
+    qs = [QPointPhonons.from_directory(tmp_path, i) for i in range(1, 9)]
     res_tab = eliashberg_table([q.frequencies_cm1 for q in qs], [q.lambdas for q in qs],
                                [q.n_star for q in qs], [0.005 * i for i in range(1, 11)])
     assert res_tab.rows[1]["lambda_"] == pytest.approx(0.435, abs=3e-3)
@@ -184,15 +179,10 @@ def test_ph_restart_at_first_missing_q(qe_data, tmp_path):
 def test_real_walltime_stop_is_clean_and_resumable(al_structure, tmp_path, monkeypatch):
     """The monitor's prefix.EXIT stops a running ph.x cleanly; rerunning the prepared input
     finishes the q-points that were left."""
-    from sc_inverse.qe.jobs import _run_pw, run_ph
-    from sc_inverse.qe.pseudos import find_pseudopotentials
-    from sc_inverse.qe.run import qe_command
-    from sc_inverse.qe.sets import TEST
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pseudos = find_pseudopotentials(al_structure, QE_PSEUDO_DIR, TEST.pseudo_pattern)
-    _run_pw(al_structure, TEST, "scf", pseudos, (16, 16, 16), tmp_path, "scf_la2f", la2f=True)
-    _run_pw(al_structure, TEST, "scf", pseudos, (8, 8, 8), tmp_path, "scf")
+    run_pw(al_structure, TEST, "scf", pseudos, (16, 16, 16), tmp_path, "scf_la2f", la2f=True)
+    run_pw(al_structure, TEST, "scf", pseudos, (8, 8, 8), tmp_path, "scf")
     with pytest.raises(CalculationError, match="stopped by a prefix.EXIT file"):
         run_ph(TEST, (4, 4, 4), tmp_path, walltime_s=5.0 + 300.0)  # buffer 300 s: stop at ~5 s
     log = (tmp_path / "custodian.json").read_text()
@@ -200,8 +190,6 @@ def test_real_walltime_stop_is_clean_and_resumable(al_structure, tmp_path, monke
     assert not (tmp_path / "qe.EXIT").exists()  # QE removes it when it stops
     done = completed_qpoints(tmp_path, "dyn")
     assert len(done) < 8
-    import subprocess
-
     with open(tmp_path / "ph.rerun.out", "w") as fout:
         subprocess.run([*qe_command("ph"), "-in", "ph.in"], cwd=tmp_path, check=True,
                        stdout=fout, stderr=subprocess.DEVNULL)

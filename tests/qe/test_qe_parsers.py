@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sc_inverse import units
 from sc_inverse.errors import ParseError
 from sc_inverse.qe import parsers as P
 from sc_inverse.qe.run import run_problems
@@ -13,11 +14,11 @@ from sc_inverse.qe.run import run_problems
 def test_pw_scf(qe_data):
     out = P.parse_pw_output(qe_data / "pw" / "al_scf.out")
     assert out.version == "6.7MaX" and out.job_done and out.scf_converged
-    assert out.energy_eV == pytest.approx(-4.18634 * P.RY_TO_EV, abs=1e-3)
+    assert out.energy_eV == pytest.approx(-4.18634 * units.RY_TO_EV, abs=1e-3)
     assert out.fermi_energy_eV == pytest.approx(8.18, abs=0.05)
     s = out.final_structure
     assert s.composition.reduced_formula == "Al" and len(s) == 1
-    assert s.lattice.a == pytest.approx(7.5 * P.BOHR_TO_A / np.sqrt(2), rel=1e-5)
+    assert s.lattice.a == pytest.approx(7.5 * units.BOHR_TO_A / np.sqrt(2), rel=1e-5)
     assert out.forces_eV_per_A == [[0.0, 0.0, 0.0]]
     assert out.stress_kbar is not None and len(out.stress_kbar) == 3
     assert out.wall_time_s is not None and out.wall_time_s >= 0

@@ -22,6 +22,7 @@ from sc_inverse.qe.sets import (
     read_namelist,
     update_namelist,
 )
+from sc_inverse.settings import get_settings
 
 
 @pytest.fixture
@@ -68,8 +69,6 @@ def test_ph_q2r_matdyn_inputs():
     assert nl["electron_phonon"] == "interpolated" and nl["ldisp"] is True
     assert nl["el_ph_sigma"] == 0.005 and nl["el_ph_nsigma"] == 10 and nl["fildvscf"] == "dvscf"
     assert (nl["nq1"], nl["start_q"], nl["last_q"]) == (4, 3, 3) and "recover" not in nl
-    init = read_namelist(PhInputGenerator().get_input_set((2, 2, 2), only_init=True).text, "inputph")
-    assert parse_fortran_value(init["lqdir"]) is True
     q2r = read_namelist(Q2rInputGenerator().get_input_set().text, "input")
     assert parse_fortran_value(q2r["la2f"]) is True
     md = read_namelist(MatdynInputGenerator(preset=TEST).get_input_set((10, 10, 10)).text, "input")
@@ -114,8 +113,6 @@ def test_pseudopotentials_case_insensitive_and_all_missing_reported(pseudo_lib):
 
 
 def test_settings_supply_pseudo_defaults(pseudo_lib, monkeypatch):
-    from sc_inverse.settings import get_settings
-
     monkeypatch.setenv("SC_INVERSE_PSEUDO_DIR", str(pseudo_lib))
     get_settings.cache_clear()
     assert find_pseudopotentials(["V"])["V"].name == "V_PBESOL_V1.4.USPP.F.UPF"

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 from jobflow import Flow
+from monty.serialization import dumpfn
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
+from sc_inverse.builders import run_builders
+from sc_inverse.errors import InputError
 from sc_inverse.execution import run_flow_locally
-from sc_inverse.stores import get_job_store
+from sc_inverse.metadata import tag_candidate
+from sc_inverse.qe.jobs import QeScfMaker
+from sc_inverse.qe.sets import get_preset
+from sc_inverse.stores import THERMO, get_job_store, get_store
 from sc_inverse.thermo.jobs import (
     REFERENCE_ROLE,
     ConvexHullMaker,
@@ -22,7 +28,7 @@ def _alm():
 
 
 def test_convex_hull_job_in_a_flow_uses_references_from_args_file_and_store(tmp_path):
-    from sc_inverse.builders.synthetic import scf_task
+    from factories import scf_task
 
     # a reference already in the store (tagged), one passed in, one from a file
     store = get_job_store()
@@ -31,8 +37,6 @@ def test_convex_hull_job_in_a_flow_uses_references_from_args_file_and_store(tmp_
         store.docs_store.update(scf_task(mg, -2.0, metadata={"hull_role": REFERENCE_ROLE}),
                                 key=["uuid", "index"])
     f = tmp_path / "refs.json"
-    from monty.serialization import dumpfn
-
     dumpfn([ComputedEntry("AlMg3", -4.4)], f)
     j = ConvexHullMaker(entries_file=str(f)).make(
         structure=_alm(), energy_eV=-4.5, references=[ComputedEntry("Al", -3.0).as_dict()])
@@ -46,8 +50,6 @@ def test_convex_hull_job_in_a_flow_uses_references_from_args_file_and_store(tmp_
 
 
 def test_convex_hull_job_needs_an_energy():
-    from sc_inverse.errors import InputError
-
     j = ConvexHullMaker(use_store_references=False).make(structure=_alm())
     with pytest.raises(InputError, match="energy_eV"):
         j.run(get_job_store())
@@ -78,11 +80,6 @@ def test_reference_flow_shape():
 def test_real_qe_references_candidate_and_hull_builder():
     """Real pw.x: Al and Mg references + an AlMg (CsCl) candidate with the same test settings,
     a convex-hull job in the flow, then the HullBuilder on the embedded store."""
-    from sc_inverse.builders import run_builders
-    from sc_inverse.metadata import tag_candidate
-    from sc_inverse.qe.jobs import QeScfMaker
-    from sc_inverse.qe.sets import get_preset
-
     refs = QeElementalReferenceMaker(preset="test", relax=False).make(["Al", "Mg"])
     scf = QeScfMaker(preset=get_preset("test").with_updates(la2f_kpoints_grid=None)).make(_alm())
     hull = ConvexHullMaker(use_store_references=False).make(task_doc=scf.output, references=refs.output)
@@ -98,8 +95,6 @@ def test_real_qe_references_candidate_and_hull_builder():
     assert abs(res["e_form_eV_per_atom"]) < 1.0  # physically sensible for an Al-Mg alloy
     summary = run_builders(only=["HullBuilder"])["HullBuilder"]
     assert summary["errors"] == 0 and summary["processed"] == 3
-    from sc_inverse.stores import THERMO, get_store
-
     th = get_store(THERMO)
     with th:
         doc = th.query_one({"material_id": "AlMg-1"})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from sc_inverse.stores import SUPERCONDUCTORS, THERMO, get_job_store, get_store
+
 if TYPE_CHECKING:
     from jobflow import JobStore
     from maggma.core import Store
@@ -16,9 +18,10 @@ logger = logging.getLogger(__name__)
 def default_builders(job_store: JobStore | None = None, superconductors: Store | None = None,
                      thermo: Store | None = None, entries_file: str | None = None) -> list:
     """[TcBuilder, HullBuilder] on the configured store (or the stores given)."""
+    # imported here: the builders pull in spglib and pymatgen's entries/phase diagrams (several
+    # seconds), which `sc-inverse query` (query_results) and `build --help` never need
     from sc_inverse.builders.tc import TcBuilder
     from sc_inverse.builders.thermo import HullBuilder
-    from sc_inverse.stores import SUPERCONDUCTORS, THERMO, get_job_store, get_store
 
     job_store = job_store or get_job_store()
     tasks = job_store.docs_store
@@ -51,8 +54,6 @@ def query_results(tc_min: float | None = None, ehull_max: float | None = None,
     ``stable_only``: dynamically stable (no imaginary modes) *and*, where a hull result
     exists, on or below the hull within ``ehull_max`` (default 0 eV/atom).
     """
-    from sc_inverse.stores import SUPERCONDUCTORS, THERMO, get_store
-
     sc_store = superconductors or get_store(SUPERCONDUCTORS)
     th_store = thermo or get_store(THERMO)
     rows: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from maggma.core import Builder, Store
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +203,6 @@ class MaterialBuilder(Builder):
             batch = []
             items = self.get_items()
             if progress:
-                from tqdm import tqdm
-
                 items = tqdm(items, desc=type(self).__name__, unit=" materials", leave=False)
             for item in items:
                 batch.append(self.process_item(item))

@@ -6,6 +6,8 @@ from typing import Any
 
 from jobflow import job
 
+from sc_inverse.builders import run_builders
+
 
 @job
 def build_collections(wait_for: list | None = None, entries_file: str | None = None,
@@ -17,8 +19,6 @@ def build_collections(wait_for: list | None = None, entries_file: str | None = N
     Returns the builders' summaries. The flow must write to the configured store (the default
     of :func:`sc_inverse.execution.run_flow_locally` and of FireWorks runs).
     """
-    from sc_inverse.builders import run_builders
-
     return run_builders(entries_file=entries_file, only=only)
 
 

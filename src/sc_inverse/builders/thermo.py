@@ -28,8 +28,6 @@ from sc_inverse.thermo.hull import (
 )
 from sc_inverse.thermo.jobs import REFERENCE_ROLE
 
-ENERGY_CALCS = ("scf", "elph")
-
 
 class HullBuilder(MaterialBuilder):
     """Job outputs with energies (+ reference entries file) → ``thermo``."""
@@ -115,4 +113,4 @@ class HullBuilder(MaterialBuilder):
         return doc
 
 
-__all__ = ["ENERGY_CALCS", "HullBuilder"]
+__all__ = ["HullBuilder"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Literal
 
 from pymatgen.core import Structure
@@ -20,11 +19,6 @@ JARVIS_SC_FILE = "jarvis_sc.json"
 def _raw_jarvis_sc() -> tuple[dict, ...]:
     text = resources.files(__package__).joinpath(JARVIS_SC_FILE).read_text()
     return tuple(json.loads(text)["records"])
-
-
-def jarvis_sc_path() -> Path:
-    """Filesystem path of the packaged JSON (for tools that want a file)."""
-    return Path(str(resources.files(__package__).joinpath(JARVIS_SC_FILE)))
 
 
 def load_jarvis_sc(split: Split | None = None) -> list[dict]:

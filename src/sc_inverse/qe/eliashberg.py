@@ -35,9 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sc_inverse.qe.parsers import RY_TO_CM1
+from sc_inverse.units import CM1_TO_K
 
-CM1_TO_K = 1.438776877  # h c / k_B in K·cm
 MIN_FREQUENCY_CM1 = 1.0  # modes below this (acoustic at Γ, imaginary) carry no coupling
 
 
@@ -186,7 +185,6 @@ def eliashberg_table(
             {
                 "sigma_Ry": float(sigma),
                 "lambda_": lam_i,
-                "lambda_sum": float(np.sum(wq[:, None] * lam[:, i, :] * (w > MIN_FREQUENCY_CM1))),
                 "omega_log_K": wlog,
                 "omega_2_K": w2,
                 "tc_K": allen_dynes_tc(lam_i, wlog, mu_star),
@@ -234,30 +232,3 @@ def select_smearing(
         f"no neighbouring smearings agree within {rel_tol:.0%}; reported the smearing with the "
         f"smallest relative change ({rel:.1%}) to the next one"
     )
-
-
-def ry_to_cm1(values) -> np.ndarray:
-    return np.asarray(values, float) * RY_TO_CM1
-
-
-THZ_PER_CM1 = 1.0 / 33.35640951981521
-
-
-def lambda_x_input(
-    q_cart: Sequence[Sequence[float]],
-    n_star: Sequence[int],
-    files: Sequence[str],
-    max_frequency_cm1: float,
-    mu_star: float = 0.1,
-    degauss_THz: float = 0.12,
-) -> str:
-    """Input of QE's ``lambda.x`` for the same per-q files (the independent cross-check).
-
-    ``emax`` is set 20 % above the highest mode; 0.12 THz is the width of QE's example.
-    """
-    emax = max(1.0, 1.2 * max_frequency_cm1 * THZ_PER_CM1)
-    lines = [f"{emax:.3f} {degauss_THz:g} 1", f"{len(files)}"]
-    lines += [f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {float(n):.2f}" for q, n in zip(q_cart, n_star, strict=True)]
-    lines += list(files)
-    lines.append(f"{mu_star:g}")
-    return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
@@ -34,7 +34,6 @@ class ElectronPhononTcMaker(Maker):
     elph_maker: QeElphMaker | None = None
     max_seconds: float | None = None
     walltime_s: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def make(self, structure: Structure) -> Flow:
         preset = get_preset(self.preset)

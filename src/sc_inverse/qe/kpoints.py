@@ -17,10 +17,9 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import CalculationError, InputError
+from sc_inverse.units import RY_TO_EV
 
 logger = logging.getLogger(__name__)
-
-RY_TO_EV = 13.605693122994
 
 
 def mesh_from_length(structure: Structure, length: float) -> tuple[int, int, int]:

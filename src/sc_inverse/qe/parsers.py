@@ -19,13 +19,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from sc_inverse.errors import ParseError
-
-BOHR_TO_A = 0.529177210903
-RY_TO_EV = 13.605693122994
-RY_TO_CM1 = 109737.31568160
-RY_TO_K = 157887.51240
-THZ_TO_CM1 = 33.35640951981521
-RY_PER_BOHR_TO_EV_PER_A = RY_TO_EV / BOHR_TO_A
+from sc_inverse.units import BOHR_TO_A, RY_PER_BOHR_TO_EV_PER_A, RY_TO_CM1, RY_TO_EV
 
 _NUM = r"[-+]?\d*\.?\d+(?:[eEdD][-+]?\d+)?"
 JOB_DONE = "JOB DONE"
@@ -429,9 +423,3 @@ def parse_lambda_dat(path: str | Path) -> list[dict[str, float]]:
     if not rows:
         raise ParseError(f"{path}: no lambda.x rows")
     return rows
-
-
-def output_done(path: str | Path) -> bool:
-    """True when a QE output exists and ends with JOB DONE (used by handlers)."""
-    path = Path(path)
-    return path.is_file() and JOB_DONE in path.read_text(errors="replace")

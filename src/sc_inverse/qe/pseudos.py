@@ -15,6 +15,7 @@ from pathlib import Path
 from pymatgen.core import Composition, Element, Structure
 
 from sc_inverse.errors import InputError, MissingPseudopotentialError
+from sc_inverse.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def find_pseudopotentials(
         MissingPseudopotentialError: naming all elements without a file (or all, when the
             directory does not exist).
     """
-    from sc_inverse.settings import get_settings
-
     settings = get_settings()
     pseudo_dir = Path(pseudo_dir if pseudo_dir is not None else settings.pseudo_dir).expanduser()
     pattern = pattern or settings.pseudo_pattern

@@ -1,4 +1,9 @@
-"""Running QE executables under custodian, with commands and MPI prefix from settings."""
+"""Running QE executables under custodian, with commands and MPI prefix from settings.
+
+:func:`run_qe` is the one way any QE executable (pw.x, ph.x, q2r.x, matdyn.x, lambda.x) runs:
+it writes the input set, runs the program under custodian with the caller's error handlers,
+times it, and raises :class:`~sc_inverse.errors.CalculationError` when the run did not finish.
+"""
 
 from __future__ import annotations
 
@@ -16,36 +21,53 @@ from sc_inverse.errors import CalculationError
 from sc_inverse.qe.parsers import JOB_DONE, qe_errors
 from sc_inverse.qe.schemas import QeCorrection, RunTiming
 from sc_inverse.qe.sets import QeInputSet
+from sc_inverse.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-#: settings attribute holding each executable
-EXECUTABLES = {"pw": "pw_cmd", "ph": "ph_cmd", "q2r": "q2r_cmd", "matdyn": "matdyn_cmd",
-               "lambda": "lambda_cmd"}
-#: which executables are parallel (get the MPI prefix); q2r/matdyn/lambda are cheap and serial
-PARALLEL = {"pw", "ph"}
+
+@dataclass(frozen=True)
+class QeProgram:
+    """How one QE executable is called and how its finish is recognised."""
+
+    settings_attr: str  # settings field holding the command, e.g. "pw_cmd"
+    parallel: bool = False  # gets the MPI prefix (q2r/matdyn/lambda are cheap and serial)
+    reads_stdin: bool = False  # lambda.x reads its input from stdin; the others take -in
+    prints_job_done: bool = True  # lambda.x prints no JOB DONE: its exit status decides
+
+
+PROGRAMS: dict[str, QeProgram] = {
+    "pw": QeProgram("pw_cmd", parallel=True),
+    "ph": QeProgram("ph_cmd", parallel=True),
+    "q2r": QeProgram("q2r_cmd"),
+    "matdyn": QeProgram("matdyn_cmd"),
+    "lambda": QeProgram("lambda_cmd", reads_stdin=True, prints_job_done=False),
+}
 
 
 def qe_command(program: str, settings=None, parallel: bool | None = None) -> list[str]:
     """argv of ``program`` (pw, ph, q2r, matdyn, lambda) from settings, with MPI prefix."""
-    from sc_inverse.settings import get_settings
-
     settings = settings or get_settings()
-    exe = getattr(settings, EXECUTABLES[program])
-    use_mpi = program in PARALLEL if parallel is None else parallel
+    spec = PROGRAMS[program]
+    exe = getattr(settings, spec.settings_attr)
+    use_mpi = spec.parallel if parallel is None else parallel
     prefix = shlex.split(settings.mpi_prefix) if use_mpi and settings.mpi_prefix else []
     return prefix + shlex.split(exe)
 
 
 class QeJob(Job):
-    """One executable call: ``cmd -in input > output``; earlier attempts' outputs are kept."""
+    """One executable call: ``cmd -in input > output`` (``cmd < input > output`` with
+    ``reads_stdin``); earlier attempts' outputs are kept, the last process is ``self.process``."""
 
-    def __init__(self, cmd: list[str], input_file: str, output_file: str, env: dict | None = None):
+    def __init__(self, cmd: list[str], input_file: str, output_file: str, env: dict | None = None,
+                 reads_stdin: bool = False):
         self.cmd = list(cmd)
         self.input_file = input_file
         self.output_file = output_file
         self.env = env or {}
+        self.reads_stdin = reads_stdin
         self.attempt = 0
+        self.process: subprocess.Popen | None = None
 
     def setup(self, directory="./"):
         pass
@@ -57,21 +79,27 @@ class QeJob(Job):
             self.attempt += 1
             out.rename(directory / f"{self.output_file}.attempt{self.attempt}")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **self.env}
-        with open(out, "w") as fout, open(directory / f"{self.output_file}.stderr", "w") as ferr:
-            return subprocess.Popen(
-                self.cmd + ["-in", self.input_file], cwd=directory, stdout=fout, stderr=ferr,
-                env=env,
-            )
+        argv = self.cmd if self.reads_stdin else [*self.cmd, "-in", self.input_file]
+        stdin = open(directory / self.input_file) if self.reads_stdin else None  # noqa: SIM115
+        try:
+            with open(out, "w") as fout, open(directory / f"{self.output_file}.stderr", "w") as ferr:
+                self.process = subprocess.Popen(argv, cwd=directory, stdin=stdin, stdout=fout,
+                                                stderr=ferr, env=env)
+        finally:
+            if stdin is not None:
+                stdin.close()  # the child holds its own descriptor
+        return self.process
 
     def postprocess(self, directory="./"):
         pass
 
 
-def run_problems(text: str) -> list[str]:
+def run_problems(text: str, expect_job_done: bool = True) -> list[str]:
     """Why an output does not count as a finished run ([] = fine).
 
     pw.x and ph.x print JOB DONE even after "convergence NOT achieved", "Maximum CPU time
     exceeded" or "Program stopped by user request", so these are checked explicitly.
+    ``expect_job_done=False`` for programs that never print it (lambda.x).
     """
     problems = qe_errors(text)
     if "convergence NOT achieved" in text:
@@ -80,13 +108,15 @@ def run_problems(text: str) -> list[str]:
         problems.append("stopped at max_seconds (Maximum CPU time exceeded)")
     if "stopped by user request" in text:
         problems.append("stopped by a prefix.EXIT file (walltime)")
-    if JOB_DONE not in text:
+    if expect_job_done and JOB_DONE not in text:
         problems.append("no 'JOB DONE' in output (truncated or killed)")
     return problems
 
 
 @dataclass
 class QeRunResult:
+    """A finished run: its output file, the handlers' corrections and its wall time."""
+
     output: Path
     corrections: list[QeCorrection] = field(default_factory=list)
     timing: RunTiming | None = None
@@ -103,6 +133,20 @@ def _corrections(run_log: list[dict], step: str) -> list[QeCorrection]:
     return out
 
 
+def _problems(program: str, job: QeJob, directory: Path, failure: str | None) -> list[str]:
+    """Everything that says the last attempt did not finish ([] = it did)."""
+    spec = PROGRAMS[program]
+    out = directory / job.output_file
+    text = out.read_text(errors="replace") if out.is_file() else ""
+    problems = run_problems(text, expect_job_done=spec.prints_job_done)
+    code = job.process.returncode if job.process is not None else None
+    if not spec.prints_job_done and code != 0:
+        problems.append(f"exit status {code}")
+    if failure and not problems:
+        problems.append(failure)
+    return problems
+
+
 def run_qe(
     program: str,
     input_set: QeInputSet,
@@ -112,18 +156,21 @@ def run_qe(
     max_errors: int = 5,
     settings=None,
     polling_time_step: float = 2,
+    step: str | None = None,
 ) -> QeRunResult:
     """Write ``input_set`` into ``directory`` and run ``program`` there under custodian.
 
-    Raises CalculationError (naming step, directory and QE's own error message) when the run
-    does not end with JOB DONE after the handlers' corrections.
+    ``step`` names the run in its :class:`RunTiming` (default: the program). Raises
+    CalculationError (naming program, directory and QE's own error message) when the run does
+    not finish (no JOB DONE, or a non-zero exit for lambda.x) after the handlers' corrections.
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     input_set.write_input(directory, overwrite=True)
     input_file = input_set.filename
     output_file = output_file or input_file.rsplit(".", 1)[0] + ".out"
-    job = QeJob(qe_command(program, settings), input_file, output_file)
+    job = QeJob(qe_command(program, settings), input_file, output_file,
+                reads_stdin=PROGRAMS[program].reads_stdin)
     handlers = list(handlers or [])
     monitors = any(h.is_monitor for h in handlers)
     cust = Custodian(
@@ -145,16 +192,14 @@ def run_qe(
         failure = str(exc)
     wall = time.perf_counter() - t0
     corrections = _corrections(run_log, program)
-    out = directory / output_file
-    text = out.read_text(errors="replace") if out.is_file() else ""
-    problems = run_problems(text)
-    if problems or failure:
-        errs = "; ".join(problems) or failure
+    problems = _problems(program, job, directory, failure)
+    if problems:
         stderr = directory / f"{output_file}.stderr"
         tail = stderr.read_text(errors="replace")[-300:] if stderr.is_file() else ""
         raise CalculationError(
-            f"{program}.x failed in {directory} ({output_file}): {errs}"
+            f"{program}.x failed in {directory} ({output_file}): {'; '.join(problems)}"
             + (f" [corrections tried: {[c.errors for c in corrections]}]" if corrections else "")
             + (f" stderr: {tail.strip()}" if tail.strip() else "")
         )
-    return QeRunResult(out, corrections, RunTiming(step=program, command=" ".join(job.cmd), wall_time_s=wall))
+    timing = RunTiming(step=step or program, command=" ".join(job.cmd), wall_time_s=wall)
+    return QeRunResult(directory / output_file, corrections, timing)

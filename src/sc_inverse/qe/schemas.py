@@ -7,6 +7,12 @@ contract for the builders (``sc_inverse.builders``) and the end-to-end flow:
 * :class:`QPointTaskDoc` - one irreducible q-point of a fanned-out ph.x run;
 * :class:`ElphTaskDoc` - ph.x + q2r.x + matdyn.x + Eliashberg analysis (λ, ω_log, T_c).
 
+Each document builds itself from the directory its executables ran in
+(``PwTaskDoc.from_directory`` ...), as atomate2's ``TaskDoc.from_directory`` does: the jobs run
+the executables (:mod:`sc_inverse.qe.run`) and pass only what the directory cannot tell - the
+preset, the job name, the runner's timings and corrections, and what earlier jobs produced.
+Every file is parsed once.
+
 Units are in the field names (``energy_eV``, ``omega_log_K``, ``frequencies_cm1``).
 Large arrays (α²F, phonon DOS) sit under the single field :data:`ELPH_DATA_FIELDS` so that
 jobs can route them to jobflow's additional store named ``"data"`` (atomate2 convention).
@@ -14,19 +20,45 @@ jobs can route them to jobflow's additional store named ``"data"`` (atomate2 con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
+
+from sc_inverse.errors import CalculationError, InputError, ParseError
+from sc_inverse.qe.eliashberg import EliashbergResult, debye_temperature_K, eliashberg_table
+from sc_inverse.qe.parsers import (
+    ElphQ,
+    parse_a2f_dos,
+    parse_dyn0,
+    parse_dyn_file,
+    parse_elph_lambda_file,
+    parse_lambda_dat,
+    parse_matdyn_lambda,
+    parse_ph_output,
+    parse_phonon_dos,
+    parse_pw_output,
+)
+from sc_inverse.qe.sets import (
+    DEFAULT_IMAGINARY_THRESHOLD_CM1,
+    FILDYN,
+    OUTDIR,
+    PHONON_DOS,
+    PREFIX,
+    QePreset,
+    parse_fortran_value,
+    read_namelist,
+)
+from sc_inverse.units import RY_TO_CM1, RY_TO_EV
 
 #: Fields of :class:`ElphTaskDoc` that hold large arrays; jobs send them to the "data" store.
 ELPH_DATA_FIELDS: tuple[str, ...] = ("a2f",)
 
-#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
-#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
-#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
-DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
 
 
 def _now() -> str:
@@ -62,11 +94,25 @@ class QeInputSummary(BaseModel):
     )
     pseudo_dir: str | None = None
 
+    @classmethod
+    def from_input(cls, preset: str, text: str, namelists: Sequence[str], **fields) -> QeInputSummary:
+        """Summary of an input text: its listed namelists as written (absent ones skipped)."""
+        params = {}
+        for name in namelists:
+            try:
+                params[name] = read_namelist(text, name)
+            except InputError:
+                continue
+        return cls(preset=preset, parameters=params, **fields)
+
 
 class RunTiming(BaseModel):
     """Wall time of one executable call."""
 
-    step: str = Field(description="pw, pw-la2F, ph, ph-init, q2r, matdyn, lambda")
+    step: str = Field(
+        description="relax, scf_la2f, scf, ph, q2r, matdyn or lambda (the program "
+                    "unless the job names the run)."
+    )
     command: str = ""
     wall_time_s: float
 
@@ -113,9 +159,66 @@ class PwTaskDoc(QeTaskDocBase):
     n_scf_iterations: int | None = Field(None, description="Iterations of the last scf cycle.")
     n_ionic_steps: int | None = None
     total_magnetization: float | None = None
+    relax_converged: bool | None = Field(
+        None, description="relax/vc-relax: BFGS reached its thresholds (None for scf)."
+    )
     kpoint_convergence: list[dict[str, Any]] | None = Field(
         None, description="Automatic k-point search: [{length, grid, energy_eV}] (paper preset)."
     )
+
+    @classmethod
+    def from_directory(
+        cls,
+        dir_name: str | Path,
+        preset: QePreset,
+        name: str = "scf",
+        task_label: str = "",
+        structure_input: Structure | None = None,
+        timings: Sequence[RunTiming] = (),
+        corrections: Sequence[QeCorrection] = (),
+        kpoint_convergence: list[dict[str, Any]] | None = None,
+    ) -> PwTaskDoc:
+        """Document of the pw.x run ``name`` (``name.in`` → ``name.out``) in ``dir_name``.
+
+        The input summary is the input file as it stands after the run (handler corrections
+        included); the la2F grid is that of ``scf_la2f.in`` when a denser la2F scf ran first.
+        """
+        directory = Path(dir_name)
+        text = _read_input(directory / f"{name}.in")
+        out = parse_pw_output(directory / f"{name}.out")
+        control = {k: parse_fortran_value(v) for k, v in read_namelist(text, "control").items()}
+        grid, shift, pseudos = _pw_cards(text, directory / f"{name}.in")
+        final = out.final_structure
+        summary = QeInputSummary.from_input(
+            preset.name, text, ("control", "system", "electrons", "ions", "cell"),
+            kpoints_grid=grid, kpoints_shift=shift, pseudopotentials=pseudos,
+            pseudo_dir=control.get("pseudo_dir"), la2f_kpoints_grid=_la2f_grid(directory, text, grid),
+        )
+        return cls(
+            task_label=task_label,
+            calc_type=str(control.get("calculation", "scf")),
+            dir_name=str(directory),
+            qe_version=out.version,
+            **_structure_fields(final),
+            structure_input=structure_input,
+            input=summary,
+            energy_eV=out.energy_eV,
+            energy_per_atom_eV=out.energy_eV / len(final),
+            energies_ionic_eV=[e * RY_TO_EV for e in out.energies_Ry],
+            fermi_energy_eV=out.fermi_energy_eV,
+            forces_eV_per_A=out.forces_eV_per_A,
+            stress_kbar=out.stress_kbar,
+            pressure_kbar=out.pressure_kbar,
+            scf_converged=out.scf_converged,
+            n_scf_iterations=out.n_scf_iterations,
+            n_ionic_steps=out.n_ionic_steps,
+            total_magnetization=out.total_magnetization,
+            relax_converged=out.relax_converged,
+            kpoint_convergence=kpoint_convergence,
+            **_run_fields(timings, corrections),
+            outdir=str(directory / str(control.get("outdir", OUTDIR))),
+            prefix=control.get("prefix"),
+        )
 
 
 class SmearingRow(BaseModel):
@@ -175,6 +278,12 @@ class QPointPhonons(BaseModel):
     )
     gammas_GHz: list[list[float]] | None = None
 
+    @classmethod
+    def from_directory(cls, dir_name: str | Path, index: int, fildyn: str = FILDYN) -> QPointPhonons:
+        """q-point ``index`` from ``fildyn{index}`` and ``elph_dir/elph.inp_lambda.{index}``
+        (``weight`` = star size until the whole grid is known)."""
+        return _read_qpoint(Path(dir_name), index, fildyn)[0]
+
 
 class QPointTaskDoc(QeTaskDocBase):
     """One q-point job of the fan-out; the merge job collects their files."""
@@ -182,6 +291,65 @@ class QPointTaskDoc(QeTaskDocBase):
     q_index: int
     n_q_irreducible: int
     qpoint: QPointPhonons | None = None
+
+    @classmethod
+    def from_directory(
+        cls,
+        dir_name: str | Path,
+        preset: QePreset,
+        q_index: int,
+        n_q_irreducible: int,
+        task_label: str = "",
+        timings: Sequence[RunTiming] = (),
+        corrections: Sequence[QeCorrection] = (),
+        fildyn: str = FILDYN,
+    ) -> QPointTaskDoc:
+        """Document of a ph.x run of irreducible q-point ``q_index`` in ``dir_name``
+        (``ph.in``, ``ph.out``, its dyn and elph files, which stay there for the merge)."""
+        directory = Path(dir_name)
+        ph = parse_ph_output(directory / "ph.out")
+        return cls(
+            task_label=task_label,
+            calc_type="ph-q",
+            dir_name=str(directory),
+            qe_version=ph.version,
+            input=_ph_input_summary(directory, preset.name),
+            **_run_fields(timings, corrections),
+            q_index=q_index,
+            n_q_irreducible=n_q_irreducible,
+            qpoint=QPointPhonons.from_directory(directory, q_index, fildyn),
+        )
+
+
+@dataclass
+class PhElphData:
+    """ph.x's electron-phonon output in one directory, each file parsed once.
+
+    Read before q2r.x/matdyn.x/lambda.x run, so that a missing or truncated per-q file fails
+    before them, and passed on to lambda.x's input and to :meth:`ElphTaskDoc.from_directory`.
+    """
+
+    qpoints_grid: list[int]
+    qpoints: list[QPointPhonons]  # weights: fraction of the full grid (sum to 1)
+    sigmas_Ry: list[float]
+    dos_ef: list[float]  # N(E_F) per smearing, states/spin/Ry/cell
+
+    @classmethod
+    def from_directory(cls, dir_name: str | Path, fildyn: str = FILDYN) -> PhElphData:
+        """``fildyn0`` (grid, irreducible q), then every ``fildynN`` + ``elph.inp_lambda.N``."""
+        directory = Path(dir_name)
+        grid, irreducible = parse_dyn0(directory / f"{fildyn}0")
+        read = [_read_qpoint(directory, i, fildyn) for i in range(1, len(irreducible) + 1)]
+        qpoints = [q for q, _ in read]
+        n_total = sum(q.n_star for q in qpoints)
+        if n_total != int(np.prod(grid)):
+            raise CalculationError(
+                f"{directory}: q stars cover {n_total} points, the {grid} grid has {int(np.prod(grid))}"
+            )
+        for q in qpoints:
+            q.weight = q.n_star / n_total
+        first: ElphQ = read[0][1]
+        return cls(list(grid), qpoints, first.sigmas_Ry, first.dos_ef)
 
 
 class ElphTaskDoc(QeTaskDocBase):
@@ -221,12 +389,216 @@ class ElphTaskDoc(QeTaskDocBase):
     fanout: bool = Field(False, description="q-points run as separate jobs and merged.")
     a2f: A2FData | None = None
 
+    @classmethod
+    def from_directory(
+        cls,
+        dir_name: str | Path,
+        preset: QePreset,
+        kpoints_grid: Sequence[int],
+        structure: Structure | None = None,
+        energy_eV: float | None = None,
+        task_label: str = "",
+        timings: Sequence[RunTiming] = (),
+        corrections: Sequence[QeCorrection] = (),
+        fanout: bool = False,
+        qe_version: str | None = None,
+        ph_data: PhElphData | None = None,
+    ) -> ElphTaskDoc:
+        """Eliashberg analysis of a directory where ph.x, q2r.x, matdyn.x and lambda.x ran.
+
+        Reads the ph.x files (unless ``ph_data`` already holds them), ``ph.in`` (input summary),
+        ``ph.out`` (QE version, unless given), matdyn's ``phonon.dos``, ``lambda`` and
+        ``a2F.dosN``, and lambda.x's ``lambda.dat``. ``kpoints_grid`` (the scf's), ``structure``
+        and ``energy_eV`` come from the scf job; ``mu_star`` and the stability threshold from
+        ``preset``.
+        """
+        directory = Path(dir_name)
+        ph_data = ph_data or PhElphData.from_directory(directory)
+        if qe_version is None and (directory / "ph.out").is_file():
+            qe_version = parse_ph_output(directory / "ph.out").version
+        dos_w, dos = parse_phonon_dos(directory / PHONON_DOS)
+        theta_D = debye_temperature_K(dos_w, dos)
+        qpoints = ph_data.qpoints
+        table = eliashberg_table(
+            [q.frequencies_cm1 for q in qpoints], [q.lambdas for q in qpoints],
+            [q.weight for q in qpoints], ph_data.sigmas_Ry, ph_data.dos_ef,
+            mu_star=preset.mu_star, theta_D_K=theta_D,
+        )
+        rows = _smearing_rows(table, directory)
+        sel = rows[table.selected]
+        min_freq = min(min(min(q.frequencies_cm1) for q in qpoints), min(dos_w))
+        n_sites = len(structure) if structure is not None else None
+        summary = _ph_input_summary(directory, preset.name, kpoints_grid=list(kpoints_grid),
+                                    qpoints_grid=list(ph_data.qpoints_grid))
+        ph_params = {k: parse_fortran_value(v) for k, v in summary.parameters.get("inputph", {}).items()}
+        return cls(
+            task_label=task_label,
+            calc_type="elph",
+            dir_name=str(directory),
+            qe_version=qe_version,
+            **_structure_fields(structure),
+            input=summary,
+            **_run_fields(timings, corrections),
+            outdir=str(directory / str(ph_params.get("outdir", OUTDIR))),
+            prefix=str(ph_params.get("prefix", PREFIX)),
+            lambda_=sel.lambda_,
+            omega_log_K=sel.omega_log_K,
+            tc_K=sel.tc_K,
+            tc_mcmillan_K=sel.tc_mcmillan_K,
+            debye_temperature_K=theta_D,
+            dos_ef_states_per_Ry=sel.dos_ef_states_per_Ry,
+            mu_star=preset.mu_star,
+            selected_sigma_Ry=sel.sigma_Ry,
+            selection_rule=table.rule,
+            smearing_table=rows,
+            sigmas_Ry=list(ph_data.sigmas_Ry),
+            lambda_matdyn=sel.lambda_qe,
+            kpoints_grid=list(kpoints_grid),
+            qpoints_grid=list(ph_data.qpoints_grid),
+            n_q_irreducible=len(qpoints),
+            qpoints=qpoints,
+            min_frequency_cm1=float(min_freq),
+            imaginary_threshold_cm1=preset.imaginary_threshold_cm1,
+            dynamically_stable=bool(min_freq >= preset.imaginary_threshold_cm1),
+            energy_eV=energy_eV,
+            energy_per_atom_eV=energy_eV / n_sites if energy_eV is not None and n_sites else None,
+            fanout=fanout,
+            a2f=_a2f_data(directory, table, ph_data.sigmas_Ry, dos_w, dos),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a run directory (used by the from_directory constructors)
+# ---------------------------------------------------------------------------------------------
+def _read_input(path: Path) -> str:
+    if not path.is_file():
+        raise ParseError(f"{path}: input file not found")
+    return path.read_text(errors="replace")
+
+
+def _pw_cards(text: str, path: Path) -> tuple[list[int] | None, list[int] | None, dict[str, str]]:
+    """(k grid, k shift, {species: pseudopotential file}) from a pw.x input's cards."""
+    lines = text.splitlines()
+    ntyp = int(parse_fortran_value(read_namelist(text, "system").get("ntyp", "0")))
+    grid = shift = None
+    pseudos: dict[str, str] = {}
+    try:
+        for i, line in enumerate(lines):
+            card = line.split()[0].upper() if line.split() else ""
+            if card == "ATOMIC_SPECIES":
+                for spec in lines[i + 1 : i + 1 + ntyp]:
+                    label, _mass, pseudo = spec.split()[:3]
+                    pseudos[label] = pseudo
+            elif card == "K_POINTS" and "automatic" in line.lower():
+                values = [int(x) for x in lines[i + 1].split()[:6]]
+                grid, shift = values[:3], values[3:]
+    except (IndexError, ValueError) as exc:
+        raise ParseError(f"{path}: malformed ATOMIC_SPECIES or K_POINTS card ({exc})") from exc
+    return grid, shift, pseudos
+
+
+def _la2f_grid(directory: Path, text: str, grid: list[int] | None) -> list[int] | None:
+    """k grid of the scf that wrote the la2F data: the dense ``scf_la2f`` run, else this run
+    when it set la2F itself, else None (a relax)."""
+    dense = directory / "scf_la2f.in"
+    if dense.is_file():
+        return _pw_cards(dense.read_text(errors="replace"), dense)[0]
+    la2f = read_namelist(text, "system").get("la2f", ".false.")
+    return grid if parse_fortran_value(la2f) is True else None
+
+
+def _ph_input_summary(directory: Path, preset_name: str, **fields) -> QeInputSummary:
+    """``ph.in`` of ``directory`` (no parameters when absent); the q grid from its ``nq1..3``."""
+    path = directory / "ph.in"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    summary = QeInputSummary.from_input(preset_name, text, ("inputph",), **fields)
+    params = summary.parameters.get("inputph", {})
+    if summary.qpoints_grid is None and all(f"nq{i}" in params for i in (1, 2, 3)):
+        summary.qpoints_grid = [int(parse_fortran_value(params[f"nq{i}"])) for i in (1, 2, 3)]
+    return summary
+
+
+def _read_qpoint(directory: Path, index: int, fildyn: str) -> tuple[QPointPhonons, ElphQ]:
+    dyn = parse_dyn_file(directory / f"{fildyn}{index}")
+    elph = parse_elph_lambda_file(directory / "elph_dir" / f"elph.inp_lambda.{index}")
+    qpoint = QPointPhonons(
+        index=index,
+        q_cart_2pi_alat=elph.q,
+        weight=float(dyn.n_star),
+        n_star=dyn.n_star,
+        frequencies_cm1=elph.frequencies_cm1,
+        lambdas=elph.lambdas,
+        gammas_GHz=elph.gammas_GHz,
+    )
+    return qpoint, elph
+
+
+def _smearing_rows(table: EliashbergResult, directory: Path) -> list[SmearingRow]:
+    """Our table per smearing, with matdyn's (``lambda``) and lambda.x's (``lambda.dat``)
+    values at the same smearing beside it."""
+    matdyn = {round(r.sigma_Ry, 6): r for r in parse_matdyn_lambda(directory / "lambda")}
+    lambdax = {round(r["sigma_Ry"], 6): r for r in parse_lambda_dat(directory / "lambda.dat")}
+    rows = []
+    for r in table.rows:
+        md = matdyn.get(round(r["sigma_Ry"], 6))
+        lx = lambdax.get(round(r["sigma_Ry"], 6))
+        rows.append(SmearingRow(
+            sigma_Ry=r["sigma_Ry"], lambda_=r["lambda_"], omega_log_K=r["omega_log_K"],
+            omega_2_K=r["omega_2_K"], tc_K=r["tc_K"],
+            tc_allen_dynes_f1f2_K=r["tc_allen_dynes_f1f2_K"], tc_mcmillan_K=r["tc_mcmillan_K"],
+            dos_ef_states_per_Ry=r["dos_ef_states_per_Ry"],
+            lambda_qe=md.lambda_ if md else None, omega_log_qe_K=md.omega_log_K if md else None,
+            lambda_lambdax=lx["lambda"] if lx else None,
+            omega_log_lambdax_K=lx["omega_log_K"] if lx else None,
+        ))
+    return rows
+
+
+def _a2f_data(directory: Path, table: EliashbergResult, sigmas_Ry: list[float],
+              dos_w: list[float], dos: list[float]) -> A2FData:
+    """Our α²F per smearing, the phonon DOS and matdyn's interpolated ``a2F.dosN``."""
+    matdyn_a2f, matdyn_freq = [], None
+    for i in range(1, len(sigmas_Ry) + 1):
+        a2f = parse_a2f_dos(directory / f"a2F.dos{i}")
+        matdyn_a2f.append(a2f.a2f)
+        matdyn_freq = (np.array(a2f.frequencies_Ry) * RY_TO_CM1).tolist()
+    return A2FData(
+        source="ph-q-sum",
+        frequencies_cm1=table.grid_cm1.tolist(),
+        sigmas_Ry=list(sigmas_Ry),
+        a2f=table.a2f.tolist(),
+        phonon_dos_frequencies_cm1=dos_w,
+        phonon_dos=dos,
+        matdyn_a2f=matdyn_a2f,
+        matdyn_frequencies_cm1=matdyn_freq,
+    )
+
+
+def _structure_fields(structure: Structure | None) -> dict[str, Any]:
+    if structure is None:
+        return {"formula_pretty": None, "elements": [], "nsites": None, "structure": None}
+    return {
+        "formula_pretty": structure.composition.reduced_formula,
+        "elements": sorted(el.symbol for el in structure.composition.elements),
+        "nsites": len(structure),
+        "structure": structure,
+    }
+
+
+def _run_fields(timings: Sequence[RunTiming], corrections: Sequence[QeCorrection]) -> dict[str, Any]:
+    return {
+        "corrections": list(corrections),
+        "timings": list(timings),
+        "wall_time_s": sum(t.wall_time_s for t in timings),
+    }
+
 
 __all__ = [
     "A2FData",
     "DEFAULT_IMAGINARY_THRESHOLD_CM1",
     "ELPH_DATA_FIELDS",
     "ElphTaskDoc",
+    "PhElphData",
     "PwTaskDoc",
     "QPointPhonons",
     "QPointTaskDoc",

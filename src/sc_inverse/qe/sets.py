@@ -9,6 +9,7 @@ custodian handlers use to change an input between attempts.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,22 @@ from pymatgen.io.core import InputGenerator, InputSet
 from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
-from sc_inverse.qe.kpoints import RY_TO_EV
 from sc_inverse.settings import get_settings
+from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
 Mesh = tuple[int, int, int]
+
+#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
+#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
+#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
+DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
+
+# File names every job of the workflow uses (the task documents read them back).
+PREFIX = "qe"  # pw.x/ph.x prefix
+OUTDIR = "out"  # pw.x/ph.x outdir, relative to the job directory
+FILDYN = "dyn"  # ph.x dynamical matrices: dyn0 (q list), dyn1 ...
+FLFRC = f"{PREFIX}.fc"  # q2r.x force constants
+PHONON_DOS = "phonon.dos"  # matdyn.x phonon DOS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +76,7 @@ class QePreset:
     matdyn_nk: Mesh | None = None  # None = the k grid (JARVIS)
     matdyn_ndos: int = 50
     mu_star: float = 0.1
-    imaginary_threshold_cm1: float = -20.0
+    imaginary_threshold_cm1: float = DEFAULT_IMAGINARY_THRESHOLD_CM1
 
     def with_updates(self, **kwargs) -> QePreset:
         return replace(self, **kwargs)
@@ -242,6 +255,10 @@ class MatdynInputSet(QeInputSet):
     filename = "matdyn.in"
 
 
+class LambdaInputSet(QeInputSet):
+    filename = "lambda.in"
+
+
 def clean_structure(structure: Structure) -> Structure:
     """Ordered, charge-free copy; raises InputError for what pw.x cannot take."""
     if not isinstance(structure, Structure):
@@ -277,8 +294,8 @@ class PwInputGenerator(InputGenerator):
         structure: Structure,
         pseudos: dict[str, str | Path],
         kpoints_grid: Mesh,
-        outdir: str = "./out",
-        prefix: str = "qe",
+        outdir: str = OUTDIR,
+        prefix: str = PREFIX,
     ) -> PwInputSet:
         structure = clean_structure(structure)
         p = self.preset
@@ -342,23 +359,21 @@ class PwInputGenerator(InputGenerator):
 class PhInputGenerator(InputGenerator):
     """ph.x electron-phonon input: ``ldisp`` on the q grid, ``electron_phonon='interpolated'``.
 
-    ``start_q``/``last_q`` select irreducible q-points (fan-out); ``only_init`` makes ph.x
-    stop after listing them (it writes ``fildyn0``), which is how the fan-out learns their number.
+    ``start_q``/``last_q`` select irreducible q-points (fan-out: the run of q-point 1 writes
+    ``fildyn0``, the list the other q jobs are made from).
     """
 
     preset: QePreset = TEST
-    fildyn: str = "dyn"
+    fildyn: str = FILDYN
     fildvscf: str = "dvscf"
 
     def get_input_set(  # type: ignore[override]
         self,
         qpoints_grid: Mesh,
-        outdir: str = "./out",
-        prefix: str = "qe",
+        outdir: str = OUTDIR,
+        prefix: str = PREFIX,
         start_q: int | None = None,
         last_q: int | None = None,
-        recover: bool = False,
-        only_init: bool = False,
         max_seconds: float | None = None,
         user_params: dict[str, Any] | None = None,
     ) -> PhInputSet:
@@ -379,9 +394,6 @@ class PhInputGenerator(InputGenerator):
             "el_ph_nsigma": p.el_ph_nsigma,
             "start_q": start_q,
             "last_q": last_q,
-            "recover": True if recover else None,
-            "only_init": True if only_init else None,
-            "lqdir": True if only_init else None,
             "max_seconds": float(max_seconds) if max_seconds else None,
         }
         params.update(user_params or {})
@@ -393,8 +405,8 @@ class PhInputGenerator(InputGenerator):
 class Q2rInputGenerator(InputGenerator):
     """q2r.x: real-space force constants and (``la2F``) the EPC linewidths."""
 
-    fildyn: str = "dyn"
-    flfrc: str = "qe.fc"
+    fildyn: str = FILDYN
+    flfrc: str = FLFRC
 
     def get_input_set(self) -> Q2rInputSet:  # type: ignore[override]
         params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": True}
@@ -406,7 +418,7 @@ class MatdynInputGenerator(InputGenerator):
     """matdyn.x: phonon DOS and Fourier-interpolated α²F (``la2F``, ``dos``) on a dense grid."""
 
     preset: QePreset = TEST
-    flfrc: str = "qe.fc"
+    flfrc: str = FLFRC
 
     def get_input_set(self, nk: Mesh) -> MatdynInputSet:  # type: ignore[override]
         params = {
@@ -415,10 +427,36 @@ class MatdynInputGenerator(InputGenerator):
             "flfrq": "qe.freq",
             "la2F": True,
             "dos": True,
-            "fldos": "phonon.dos",
+            "fldos": PHONON_DOS,
             "nk1": nk[0],
             "nk2": nk[1],
             "nk3": nk[2],
             "ndos": self.preset.matdyn_ndos,
         }
         return MatdynInputSet(inputs={MatdynInputSet.filename: format_namelist("input", params)})
+
+
+@dataclass
+class LambdaInputGenerator(InputGenerator):
+    """lambda.x: λ and ω_log from ph.x's per-q files, the independent cross-check of α²F.
+
+    ``emax`` is set 20 % above the highest mode; 0.12 THz is the width of QE's example.
+    """
+
+    mu_star: float = 0.1
+    degauss_THz: float = 0.12
+
+    def get_input_set(  # type: ignore[override]
+        self,
+        q_cart: Sequence[Sequence[float]],
+        n_star: Sequence[int],
+        files: Sequence[str],
+        max_frequency_cm1: float,
+    ) -> LambdaInputSet:
+        emax = max(1.0, 1.2 * max_frequency_cm1 * CM1_TO_THZ)  # THz, as lambda.x reads
+        lines = [f"{emax:.3f} {self.degauss_THz:g} 1", f"{len(files)}"]
+        lines += [f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {float(n):.2f}"
+                  for q, n in zip(q_cart, n_star, strict=True)]
+        lines += list(files)
+        lines.append(f"{self.mu_star:g}")
+        return LambdaInputSet(inputs={LambdaInputSet.filename: "\n".join(lines) + "\n"})

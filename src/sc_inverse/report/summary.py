@@ -9,7 +9,7 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from sc_inverse.data import load_jarvis_sc
-from sc_inverse.records import load_records
+from sc_inverse.records import CandidateRecord, load_records
 from sc_inverse.report import figures
 from sc_inverse.runs import RunDir
 
@@ -39,7 +39,17 @@ def build_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     screened = load_records(run.screened) if run.screened.exists() else load_records(run.candidates)
     dft_rows: list[dict] = run.read_json(run.dft, default=[])
     funnel: dict = run.read_json(run.funnel, default={})
+    figs = draw_figures(screened, dft_rows, funnel.get("counts", {}), out)
+    summary = out / "summary.md"
+    summary.write_text(summary_markdown(run.root, funnel, dft_rows, figs))
+    logger.info("report written to %s", summary)
+    return summary
 
+
+def draw_figures(screened: list[CandidateRecord], dft_rows: list[dict], counts: dict[str, int],
+                 out: Path) -> dict[str, Path]:
+    """The paper's Fig. 1b, 2, 3a, 3b (+ the funnel when counted) as PNGs in ``out``;
+    ``{caption: path}``."""
     gen_structs = [r.get_structure() for r in screened]
     gen_tc = [r.predictions.get("tc_K") for r in screened]
     training = [r for r in load_jarvis_sc() if r["split"] in ("train", "val")]
@@ -67,11 +77,15 @@ def build_report(run_dir: str | Path, out_dir: str | Path) -> Path:
         out / "fig3b_lambda_vs_omega_log.png",
         labels=[r.get("formula", "") for r in validated],
     )
-    counts = funnel.get("counts", {})
     if counts:
         figs["Funnel"] = figures.funnel_chart(counts, out / "funnel.png")
+    return figs
 
-    lines = ["# sc-inverse run report", "", f"Run folder: `{run.root}`", ""]
+
+def summary_markdown(root: Path, funnel: dict, dft_rows: list[dict], figs: dict[str, Path]) -> str:
+    """``summary.md``: funnel, timings, Table 1 and the figures (by file name, next to it)."""
+    counts = funnel.get("counts", {})
+    lines = ["# sc-inverse run report", "", f"Run folder: `{root}`", ""]
     if counts:
         lines += ["## Funnel", "", "| stage | count |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in counts.items()]
@@ -99,7 +113,4 @@ def build_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     lines += ["", "## Figures", ""]
     for caption, path in figs.items():
         lines += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
-    summary = out / "summary.md"
-    summary.write_text("\n".join(lines))
-    logger.info("report written to %s", summary)
-    return summary
+    return "\n".join(lines)

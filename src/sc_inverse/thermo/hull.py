@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from monty.serialization import loadfn
 from pydantic import BaseModel, Field
 from pymatgen.analysis.phase_diagram import PhaseDiagram
 from pymatgen.core import Composition, Structure
@@ -107,8 +108,6 @@ def entry_from_task(task_output: dict, entry_id: str, with_structure: bool = Tru
 
 def load_entries(path: str | Path) -> list[ComputedEntry]:
     """Reference entries from a JSON file (list of ``ComputedEntry.as_dict()``; monty format)."""
-    from monty.serialization import loadfn
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such entries file")

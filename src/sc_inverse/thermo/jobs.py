@@ -20,6 +20,10 @@ from pymatgen.core import Element, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from sc_inverse.errors import InputError
+from sc_inverse.qe.jobs import QeRelaxMaker, QeScfMaker
+from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.sets import QePreset, get_preset
+from sc_inverse.stores import get_job_store
 from sc_inverse.thermo.hull import HullResult, entry_from_task, hull_analysis, load_entries
 from sc_inverse.thermo.prototypes import APPROXIMATE_PROTOTYPES, PROTOTYPES, elemental_prototype
 
@@ -28,10 +32,9 @@ logger = logging.getLogger(__name__)
 #: Metadata tag of reference jobs (the HullBuilder and ConvexHullMaker look for it).
 REFERENCE_ROLE = "reference"
 
+
 def _references_from_store(elements: set[str]) -> list[ComputedEntry]:
     """Reference outputs in the configured job store whose elements are within ``elements``."""
-    from sc_inverse.stores import get_job_store
-
     store = get_job_store()
     refs = []
     with store:
@@ -127,7 +130,7 @@ class QeElementalReferenceMaker(Maker):
     """
 
     name: str = "qe elemental references"
-    preset: Any = None  # None: settings.qe_preset
+    preset: str | QePreset | None = None  # None: settings.qe_preset
     pseudo_dir: str | None = None
     pseudo_pattern: str | None = None
     relax: bool = True
@@ -135,10 +138,6 @@ class QeElementalReferenceMaker(Maker):
     structures: dict[str, Structure] = field(default_factory=dict)
 
     def make(self, elements: list[str]) -> Flow:
-        from sc_inverse.qe.jobs import QeRelaxMaker, QeScfMaker
-        from sc_inverse.qe.pseudos import find_pseudopotentials
-        from sc_inverse.qe.sets import get_preset
-
         # the la2F data of a dense scf are only needed by ph.x; the energy is the same
         preset = get_preset(self.preset).with_updates(la2f_kpoints_grid=None)
         common = {"preset": preset, "pseudo_dir": self.pseudo_dir,

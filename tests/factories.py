@@ -2,7 +2,9 @@
 
 They are made from the real task-document models (:class:`~sc_inverse.qe.schemas.ElphTaskDoc`,
 :class:`~sc_inverse.qe.schemas.PwTaskDoc`) serialised exactly as jobflow stores them, so the
-builders are exercised against the actual schema; only the numbers are invented.
+builders are exercised against the actual schema; only the numbers are invented. Imported as
+``factories``: pytest puts ``tests/`` on ``sys.path`` (pyproject ``pythonpath``), and so does
+``benchmarks/bench_builders.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 import numpy as np
 from monty.json import jsanitize
 from pymatgen.core import Lattice, Structure
+
+from sc_inverse.qe.schemas import ElphTaskDoc, PwTaskDoc, QeInputSummary
+from sc_inverse.thermo.jobs import REFERENCE_ROLE
 
 _PROTOTYPES = [("Nb", "N"), ("V", "N"), ("Al", "Mg"), ("Ti", "C"), ("Zr", "B"), ("Ta", "P")]
 
@@ -44,8 +49,6 @@ def _input(preset: str, elements: list[str]) -> dict:
 def elph_task(i: int, candidate_id: str | None = None, lambda_: float | None = None,
               predictions: dict | None = None, origin: str = "generated") -> dict:
     """One jobflow document holding an ElphTaskDoc (as stored: jsanitized, @class keys)."""
-    from sc_inverse.qe.schemas import ElphTaskDoc, QeInputSummary
-
     rng = np.random.default_rng(i)
     s = _structure(i)
     lam = float(lambda_ if lambda_ is not None else rng.uniform(0.2, 1.2))
@@ -68,8 +71,6 @@ def elph_task(i: int, candidate_id: str | None = None, lambda_: float | None = N
 def scf_task(structure: Structure, energy_eV: float, i: int = 0, metadata: dict | None = None,
              preset: str = "test") -> dict:
     """One jobflow document holding a PwTaskDoc (scf) with the given energy."""
-    from sc_inverse.qe.schemas import PwTaskDoc, QeInputSummary
-
     els = sorted({sp.symbol for sp in structure.species})
     doc = PwTaskDoc(calc_type="scf", dir_name=f"/runs/scf{i}", task_label="qe scf",
                     formula_pretty=structure.composition.reduced_formula, elements=els,
@@ -103,8 +104,6 @@ def many_elph_tasks(n: int, n_templates: int = 60, distinct_structures: bool = F
 def many_scf_tasks(n: int, n_templates: int = 60) -> list[dict]:
     """``n`` candidate scf documents (energies varied) on the synthetic prototypes, plus one
     tagged elemental reference per element (for HullBuilder benchmarks)."""
-    from sc_inverse.thermo.jobs import REFERENCE_ROLE
-
     templates = []
     for i in range(n_templates):
         st = _structure(i)
