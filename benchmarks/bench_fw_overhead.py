@@ -40,9 +40,9 @@ def chain(n: int) -> Flow:
 
 
 def bench_local(n: int, tmp: Path) -> float:
+    from sc_inverse.execution import run_flow_locally
     from sc_inverse.settings import ScInverseSettings
     from sc_inverse.stores import get_job_store
-    from sc_inverse.workflows import run_flow_locally
 
     store = get_job_store(ScInverseSettings(data_dir=tmp / "local"))
     t = time.perf_counter()

@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
 from pymatgen.core import Lattice, Structure
 
 from sc_inverse.errors import InputError
-from sc_inverse.records import load_records, save_records
+from sc_inverse.records import CandidateRecord, load_records, load_structure, save_records
+from sc_inverse.units import BOHR_TO_A
 
 
 @pytest.fixture
@@ -109,3 +111,30 @@ def test_stage_fields_are_declared_and_old_files_still_load(tmp_path, nacl):
     assert again == rec
     fresh = CandidateRecord.from_structure(nacl, id="b")
     assert fresh.selected is None and fresh.errors == {} and fresh.relaxation is None
+
+
+AL_EXAMPLE = Path(__file__).parents[1] / "examples" / "al_fcc" / "Al.pwi"
+
+
+def test_load_structure_al_example():
+    s, sid = load_structure(AL_EXAMPLE)
+    assert sid == "Al" and s.composition.reduced_formula == "Al" and len(s) == 1
+    assert s.lattice.a == pytest.approx(7.5 * BOHR_TO_A / 2**0.5, rel=1e-6)
+    assert s.lattice.alpha == pytest.approx(60.0)
+
+
+def test_load_structure_poscar_and_bad_files(tmp_path, nacl):
+    poscar = tmp_path / "POSCAR"
+    load_structure(AL_EXAMPLE)[0].to(filename=str(poscar), fmt="poscar")
+    assert load_structure(poscar)[0].composition.reduced_formula == "Al"
+    bad = tmp_path / "broken.pwi"
+    bad.write_text("&system\n ibrav=0, nat=2\n/\nATOMIC_POSITIONS crystal\n Al 0 0\n")
+    with pytest.raises(InputError, match="broken.pwi"):
+        load_structure(bad)
+    with pytest.raises(InputError, match="no such file"):
+        load_structure(tmp_path / "missing.cif")
+    two = tmp_path / "two.json"
+    save_records([CandidateRecord.from_structure(nacl, id="a"),
+                  CandidateRecord.from_structure(nacl, id="b")], two)
+    with pytest.raises(InputError, match="holds 2 structures; expected exactly one"):
+        load_structure(two)

@@ -18,3 +18,17 @@ def test_missing_config_file_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("SC_INVERSE_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(InputError, match="missing.yaml"):
         ScInverseSettings()
+
+
+@pytest.mark.parametrize("raw, expected", [("auto", "auto"), ("All", "all"), ("Mg, B,C", ["Mg", "B", "C"]),
+                                           ('["Mg", "B"]', ["Mg", "B"])])
+def test_run_elements_from_the_environment(monkeypatch, raw, expected):
+    monkeypatch.setenv("SC_INVERSE_RUN_ELEMENTS", raw)
+    assert ScInverseSettings().run_elements == expected
+
+
+def test_run_defaults_differ_from_the_single_structure_defaults_on_purpose():
+    s = ScInverseSettings()
+    assert (s.qe_preset, s.symmetrize) == ("paper", False)  # epc, generate
+    assert (s.run_qe_preset, s.run_symmetrize, s.run_n_candidates, s.run_top_k, s.run_elements) == (
+        "test", True, 300, 1, "auto")

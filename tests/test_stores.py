@@ -40,7 +40,7 @@ def add_one(x: float) -> float:
 
 
 def _run(flow, store):
-    from sc_inverse.workflows import run_flow_locally
+    from sc_inverse.execution import run_flow_locally
 
     return run_flow_locally(flow, store=store, log=False, raise_immediately=True)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from jobflow import run_locally
 
-from sc_inverse.qe.cli import load_structure
 from sc_inverse.qe.flows import ElectronPhononTcMaker
+from sc_inverse.records import load_structure
 from sc_inverse.stores import get_job_store
 
 HERE = Path(__file__).resolve().parent

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from sc_inverse.flows import make_inverse_design_flow
+from sc_inverse.execution import submit_flow
+from sc_inverse.pipeline.maker import make_inverse_design_flow
 from sc_inverse.runs import new_run_dir
-from sc_inverse.workflows import submit_flow
 
 
 def main() -> None:
@@ -26,8 +26,8 @@ def main() -> None:
     ap.add_argument("--launchpad", default=None)
     args = ap.parse_args()
     run = new_run_dir()
-    flow = make_inverse_design_flow(args.n, args.top, args.preset, seed=0, optimize_tc=True,
-                                    include=None, run_dir=run.root)
+    flow = make_inverse_design_flow(run.root, args.n, args.top, args.preset, seed=0,
+                                    optimize_tc=True)
     ids = submit_flow(flow, launchpad=args.launchpad)
     print(f"submitted {len(ids)} fireworks; run folder {run.root}")
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sc_inverse.flows import make_inverse_design_flow
+from sc_inverse.execution import run_flow_locally
+from sc_inverse.pipeline.maker import make_inverse_design_flow
 from sc_inverse.report.summary import build_report
 from sc_inverse.runs import new_run_dir
-from sc_inverse.workflows import run_flow_locally
 
 HERE = Path(__file__).parent
 
@@ -31,8 +31,8 @@ def main() -> None:
 
     run = new_run_dir()
     control = None if args.no_control else HERE.parent / "al_fcc" / "Al.pwi"
-    flow = make_inverse_design_flow(args.n, args.top, "test", seed=0, optimize_tc=False,
-                                    include=control, run_dir=run.root)
+    flow = make_inverse_design_flow(run.root, args.n, args.top, "test", seed=0, optimize_tc=False,
+                                    include=control)
     run_flow_locally(flow, root_dir=run.root / "jobs")
     summary = build_report(run.root, run.root / "report")
     print(summary.read_text())

@@ -231,3 +231,15 @@ def save_records(records: list[CandidateRecord], path: str | Path) -> Path:
     tmp.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=1))
     tmp.replace(path)
     return path
+
+
+def load_structure(path: str | Path) -> tuple[Structure, str]:
+    """The one structure of ``path`` and its id, from any input :func:`load_records` reads
+    (pw.x input, CIF, POSCAR, record JSON); for commands that take exactly one structure."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    records = load_records(path)
+    if len(records) != 1:
+        raise InputError(f"{path}: holds {len(records)} structures; expected exactly one")
+    return records[0].get_structure(), records[0].id

@@ -1,5 +1,8 @@
 """Layout of one inverse-design run's folder, shared by the flow (writer) and the report (reader).
 
+A core module, not part of :mod:`sc_inverse.pipeline`: the report reads run folders and must not
+depend on the pipeline that writes them.
+
 A run folder is self-describing, so ``sc-inverse report`` works from it alone, also after the
 store moved or on another machine::
 
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sc_inverse.errors import InputError
+from sc_inverse.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,11 @@ class RunDir:
 
 
 def runs_root() -> Path:
-    from sc_inverse.settings import get_settings
-
     return Path(get_settings().data_dir) / "runs"
 
 
 def new_run_dir(name: str | None = None) -> RunDir:
     """A fresh run folder under ``<data_dir>/runs/`` named by UTC time (or ``name``)."""
-    from datetime import datetime, timezone
-
     name = name or datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
     root = runs_root() / name
     root.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,13 @@
-"""The single settings object of sc-inverse.
+"""The single settings object of sc-inverse, and the one source of every configurable default.
 
 Values come, in increasing priority, from defaults, an optional YAML file (``SC_INVERSE_CONFIG``
 or ``~/.sc_inverse.yaml``), and environment variables prefixed ``SC_INVERSE_``
 (e.g. ``SC_INVERSE_PSEUDO_DIR=/path``). Command-line options override all of these.
+
+A function or Maker argument that defaults to ``None`` takes its value from here when it runs,
+so that a command, a Maker and a function share one default. Code that needs other values passes
+a settings object (``get_settings().model_copy(update=...)``) down instead of editing the
+environment.
 """
 
 from __future__ import annotations
@@ -13,10 +18,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sc_inverse.errors import InputError
+
 DEFAULT_CONFIG_FILE = Path("~/.sc_inverse.yaml").expanduser()
+
+#: keywords of a chemical-space spec besides an element list (see ``run_elements``)
+ELEMENT_SPEC_KEYWORDS = ("auto", "all")
+
+
+def parse_elements(text: str) -> list[str]:
+    """'Mg, B,C' -> ['Mg', 'B', 'C'] (validation happens where the vocabulary is known)."""
+    return [e.strip() for e in text.split(",") if e.strip()]
+
+
+def parse_element_spec(spec: Any) -> Any:
+    """A chemical-space spec: 'auto' / 'all' as they are, a comma-separated string as a list."""
+    if isinstance(spec, str) and spec.strip().lower() in ELEMENT_SPEC_KEYWORDS:
+        return spec.strip().lower()
+    return parse_elements(spec) if isinstance(spec, str) else spec
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -30,14 +52,10 @@ class _YamlSource(PydanticBaseSettingsSource):
         file = Path(path).expanduser() if path else DEFAULT_CONFIG_FILE
         if not file.is_file():
             if path:
-                from sc_inverse.errors import InputError
-
                 raise InputError(f"SC_INVERSE_CONFIG points to {file}, which does not exist")
             return {}
         data = yaml.safe_load(file.read_text()) or {}
         if not isinstance(data, dict):
-            from sc_inverse.errors import InputError
-
             raise InputError(f"settings file {file} must hold a mapping, got {type(data).__name__}")
         return {k.lower(): v for k, v in data.items()}
 
@@ -80,15 +98,42 @@ class ScInverseSettings(BaseSettings):
         "{el}_pbesol_v1*.uspp.F.UPF",
         description="Per-element filename glob ({el} = symbol; matched case-insensitively).",
     )
-    qe_preset: Literal["paper", "test"] = "paper"
+    qe_preset: str = Field(
+        "paper", description="QE preset (a name in sc_inverse.qe.sets.PRESETS) of `epc`, "
+        "`submit epc` and the QE Makers."
+    )
 
     # --- machine learning ----------------------------------------------------------------
     device: str = Field("cpu", description="torch device for training/inference: cpu or cuda.")
+    symmetrize: bool = Field(
+        False, description="Recover symmetry of generated crystals with spglib (`generate`, "
+        "GenerateCandidatesMaker, generate_candidates); the inverse-design run uses run_symmetrize."
+    )
     generator_model: Path | None = Field(None, description="CDVAE checkpoint dir; None = shipped.")
     tc_model: str | None = Field(
         None, description="T_c model: a local model dir (ALIGNN, feature model or ensemble) or an "
         "ALIGNN registry name; None = the shipped ensemble."
     )
+
+    # --- inverse-design run (`run`, `submit inverse-design`, InverseDesignMaker) -----------
+    run_n_candidates: int = Field(300, description="Crystals generated per run.")
+    run_top_k: int = Field(1, description="Screen survivors validated with QE DFT-PT per run.")
+    run_qe_preset: str = Field(
+        "test", description="QE preset of the run's DFT stage: 'test' (cheap, k/q grids scaled per "
+        "cell), unlike qe_preset, because a run validates many unknown cells."
+    )
+    run_symmetrize: bool = Field(
+        True, description="Recover symmetry of the run's generated crystals before screening."
+    )
+    run_elements: Literal["auto", "all"] | list[str] = Field(
+        "auto", description="Chemical space of the run's generator: 'auto' (the elements the "
+        "pseudopotential library covers), 'all', or element symbols ('Mg,B,C' or a list)."
+    )
+
+    @field_validator("run_elements", mode="before")
+    @classmethod
+    def _element_spec(cls, v: Any) -> Any:
+        return parse_element_spec(v)
 
     @classmethod
     def settings_customise_sources(
@@ -107,5 +152,3 @@ def get_settings() -> ScInverseSettings:
     """Process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
     return ScInverseSettings()
 
-
-SETTINGS_DOC = __doc__

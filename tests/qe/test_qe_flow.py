@@ -15,6 +15,7 @@ from pymatgen.core import Lattice, Structure
 from qe_testutils import AL_EXAMPLE, QE_PSEUDO_DIR, ROOT, requires_qe
 
 from sc_inverse.errors import MissingPseudopotentialError, ParseError
+from sc_inverse.pipeline.epc import run_epc
 from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.jobs import (
     QeElphMaker,
@@ -155,8 +156,6 @@ def test_epc_cli_on_al_example(tmp_path):
 @pytest.mark.slow
 def test_fanout_flow_matches_monolithic(al_structure, tmp_path, qe_data, monkeypatch):
     """Real fan-out (one ph.x job per irreducible q) reproduces the monolithic λ table."""
-    from sc_inverse.qe.cli import run_epc  # moves with the pipeline (issue 13, r1)
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     doc = run_epc(al_structure, tmp_path / "wd", preset="test", pseudo_dir=str(QE_PSEUDO_DIR),
                   fanout=True)

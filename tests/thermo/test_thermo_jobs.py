@@ -10,6 +10,8 @@ from pymatgen.entries.computed_entries import ComputedEntry
 
 from sc_inverse.builders import run_builders
 from sc_inverse.errors import InputError
+from sc_inverse.execution import run_flow_locally
+from sc_inverse.metadata import tag_candidate
 from sc_inverse.qe.jobs import QeScfMaker
 from sc_inverse.qe.sets import get_preset
 from sc_inverse.stores import THERMO, get_job_store, get_store
@@ -19,7 +21,6 @@ from sc_inverse.thermo.jobs import (
     QeElementalReferenceMaker,
     elemental_prototype,
 )
-from sc_inverse.workflows import run_flow_locally
 
 
 def _alm():
@@ -79,8 +80,6 @@ def test_reference_flow_shape():
 def test_real_qe_references_candidate_and_hull_builder():
     """Real pw.x: Al and Mg references + an AlMg (CsCl) candidate with the same test settings,
     a convex-hull job in the flow, then the HullBuilder on the embedded store."""
-    from sc_inverse.workflows import tag_candidate  # moves to sc_inverse.metadata (issue 13, r1)
-
     refs = QeElementalReferenceMaker(preset="test", relax=False).make(["Al", "Mg"])
     scf = QeScfMaker(preset=get_preset("test").with_updates(la2f_kpoints_grid=None)).make(_alm())
     hull = ConvexHullMaker(use_store_references=False).make(task_doc=scf.output, references=refs.output)

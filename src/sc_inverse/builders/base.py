@@ -35,7 +35,7 @@ STAMP = "_source_stamp"
 
 def material_id(doc: dict) -> str:
     """One material = ``metadata.candidate_id`` if the flow set it (see
-    :func:`sc_inverse.workflows.tag_candidate`), else formula + the outermost flow uuid."""
+    :func:`sc_inverse.metadata.tag_candidate`), else formula + the outermost flow uuid."""
     md = doc.get("metadata") or {}
     if md.get("candidate_id") not in (None, ""):
         return str(md["candidate_id"])

@@ -17,7 +17,7 @@ def build_collections(wait_for: list | None = None, entries_file: str | None = N
     ``wait_for``: outputs of the jobs that must finish first (e.g. every candidate's elph and
     hull outputs) - passing them creates the flow's dependency edges; their values are unused.
     Returns the builders' summaries. The flow must write to the configured store (the default
-    of :func:`sc_inverse.workflows.run_flow_locally` and of FireWorks runs).
+    of :func:`sc_inverse.execution.run_flow_locally` and of FireWorks runs).
     """
     return run_builders(entries_file=entries_file, only=only)
 

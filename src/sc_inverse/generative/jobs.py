@@ -9,6 +9,7 @@ from jobflow import Maker, job
 from pydantic import BaseModel, Field
 
 from sc_inverse.records import CandidateRecord
+from sc_inverse.settings import get_settings
 
 
 class GeneratedCandidates(BaseModel):
@@ -28,6 +29,8 @@ class GenerateCandidatesMaker(Maker):
 
     ``make(n, seed)`` returns a job whose output is a :class:`GeneratedCandidates`; use
     ``job.output.records`` downstream. The records list is stored in the additional store.
+    ``symmetrize``/``device`` None: ``settings.symmetrize``/``settings.device`` of the machine
+    running the job.
     """
 
     name: str = "generate candidates"
@@ -37,9 +40,9 @@ class GenerateCandidatesMaker(Maker):
     optimize_tc: bool = False
     opt_steps: int = 20
     opt_lr: float = 0.05
-    symmetrize: bool = True
+    symmetrize: bool | None = None
     prior: str = "auto"
-    device: str = "cpu"
+    device: str | None = None
     batch_size: int = 512
     threads: int = 1  # torch CPU threads (0 = torch's default); 1 is 2x faster on a busy 2-core box
     elements: list[str] | None = None  # chemical space (None: the model's whole vocabulary)
@@ -54,10 +57,12 @@ class GenerateCandidatesMaker(Maker):
         if self.threads:
             torch.set_num_threads(self.threads)
         steps = self.steps_per_level or DEFAULT_STEPS_PER_LEVEL
+        settings = get_settings()
+        symmetrize = settings.symmetrize if self.symmetrize is None else self.symmetrize
         records = generate_candidates(
             n, model_dir=self.model_dir, seed=seed, steps_per_level=steps, step_lr=self.step_lr,
             optimize_tc=self.optimize_tc, opt_steps=self.opt_steps, opt_lr=self.opt_lr,
-            symmetrize=self.symmetrize, batch_size=self.batch_size, device=self.device,
+            symmetrize=symmetrize, batch_size=self.batch_size, device=self.device or settings.device,
             progress=False, prior=self.prior, elements=self.elements,
         )
         return GeneratedCandidates(
@@ -67,5 +72,5 @@ class GenerateCandidatesMaker(Maker):
             seed=seed,
             flag_counts=dict(Counter(f for r in records for f in r.flags)),
             settings={"steps_per_level": steps, "optimize_tc": self.optimize_tc,
-                      "symmetrize": self.symmetrize, "prior": self.prior, "elements": self.elements},
+                      "symmetrize": symmetrize, "prior": self.prior, "elements": self.elements},
         )

@@ -30,6 +30,7 @@ from sc_inverse.generative.model import CDVAE, load_model
 from sc_inverse.generative.optimize import optimize_latent_tc
 from sc_inverse.generative.symmetry import recover_symmetry
 from sc_inverse.records import CandidateRecord
+from sc_inverse.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +288,9 @@ def generate_candidates(
     optimize_tc: bool = False,
     opt_steps: int = 20,
     opt_lr: float = 0.05,
-    symmetrize: bool = False,
+    symmetrize: bool | None = None,
     batch_size: int = 512,
-    device: str = "cpu",
+    device: str | None = None,
     progress: bool = True,
     prior: str = "auto",
     prior_scale: float = 1.0,
@@ -303,7 +304,11 @@ def generate_candidates(
     value for the re-encoded result (``tc_K_cdvae``). Problematic cells are flagged, not dropped.
     ``elements`` limits the crystals to that chemical space (e.g. the elements a pseudopotential
     library covers); it must share at least one element with the model's vocabulary.
+    ``symmetrize``/``device`` None: ``settings.symmetrize``/``settings.device``.
     """
+    settings = get_settings()
+    symmetrize = settings.symmetrize if symmetrize is None else symmetrize
+    device = device or settings.device
     if n < 1:
         raise InputError(f"number of structures to generate must be >= 1, got {n}")
     model, info = load_model(model_dir, device)

@@ -23,6 +23,7 @@ from sc_inverse.errors import InputError, ModelLoadError
 from sc_inverse.generative.config import MODEL_VERSION, CDVAEConfig
 from sc_inverse.generative.data import CrystalItem, collate, load_prepared
 from sc_inverse.generative.model import CDVAE, load_model, save_model
+from sc_inverse.settings import get_settings
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -158,7 +159,7 @@ def fit(
     val_items: list[CrystalItem],
     out_dir: str | Path,
     epochs: int = 1000,
-    device: str = "cpu",
+    device: str | None = None,
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -174,7 +175,8 @@ def fit(
     ``snapshot_every`` also keeps the weights of every N-th epoch in ``snapshots/epoch_NNNN/``
     (loadable checkpoint dirs): the validation loss is dominated by the property heads, which
     overfit early, while the decoder keeps improving, so sample metrics on the validation split
-    (``benchmarks/bench_generator_selection.py``) can prefer a later epoch.
+    (``benchmarks/bench_generator_selection.py``) can prefer a later epoch. ``device`` None:
+    ``settings.device``.
     """
     if not train_items:
         raise InputError("training set is empty")
@@ -182,6 +184,7 @@ def fit(
         raise InputError("validation set is empty")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    device = device or get_settings().device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda requested but torch sees no CUDA device")
     seed_everything(seed)

@@ -23,7 +23,7 @@ class ElectronPhononTcMaker(Maker):
     """
 
     name: str = "electron-phonon Tc"
-    preset: str | QePreset = "paper"
+    preset: str | QePreset | None = None  # None: settings.qe_preset
     pseudo_dir: str | None = None
     pseudo_pattern: str | None = None
     relax: bool | None = None

@@ -168,7 +168,7 @@ class _PwMaker(Maker):
     """Settings shared by the pw.x Makers, and their common set-up."""
 
     name: str = "qe pw"
-    preset: str | QePreset = "paper"
+    preset: str | QePreset | None = None  # None: settings.qe_preset
     pseudo_dir: str | None = None
     pseudo_pattern: str | None = None
     max_seconds: float | None = None
@@ -362,7 +362,7 @@ class QeElphMaker(Maker):
     """
 
     name: str = "qe elph"
-    preset: str | QePreset = "paper"
+    preset: str | QePreset | None = None  # None: settings.qe_preset
     fanout: bool = False
     max_seconds: float | None = None
     walltime_s: float | None = None
@@ -426,7 +426,7 @@ class QeQPointMaker(Maker):
     """ph.x for one irreducible q-point (fan-out member)."""
 
     name: str = "qe ph q"
-    preset: str | QePreset = "paper"
+    preset: str | QePreset | None = None  # None: settings.qe_preset
     max_seconds: float | None = None
     walltime_s: float | None = None
 
@@ -448,7 +448,7 @@ class QeElphMergeMaker(Maker):
     (fan-out end)."""
 
     name: str = "qe elph merge"
-    preset: str | QePreset = "paper"
+    preset: str | QePreset | None = None  # None: settings.qe_preset
 
     @job(output_schema=ElphTaskDoc, data=list(ELPH_DATA_FIELDS))
     def make(self, q_docs: list, init_dir: str, kpoints_grid, structure: Structure | None = None,

@@ -19,6 +19,7 @@ from pymatgen.io.core import InputGenerator, InputSet
 from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
+from sc_inverse.settings import get_settings
 from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
 Mesh = tuple[int, int, int]
@@ -118,10 +119,12 @@ TEST = QePreset(
 PRESETS: dict[str, QePreset] = {"paper": PAPER, "test": TEST}
 
 
-def get_preset(preset: str | QePreset) -> QePreset:
-    """Look a preset up by name (or pass a QePreset through)."""
+def get_preset(preset: str | QePreset | None = None) -> QePreset:
+    """Look a preset up by name (or pass a QePreset through); None: ``settings.qe_preset``."""
     if isinstance(preset, QePreset):
         return preset
+    if preset is None:
+        preset = get_settings().qe_preset
     try:
         return PRESETS[preset]
     except KeyError:

@@ -130,7 +130,7 @@ class QeElementalReferenceMaker(Maker):
     """
 
     name: str = "qe elemental references"
-    preset: str | QePreset = "paper"
+    preset: str | QePreset | None = None  # None: settings.qe_preset
     pseudo_dir: str | None = None
     pseudo_pattern: str | None = None
     relax: bool = True

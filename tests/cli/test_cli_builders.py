@@ -28,9 +28,11 @@ def _seed(tasks):
     return docs
 
 
-def test_build_then_query_formats_and_filters(stores):
-    tasks, _, _ = stores
-    docs = _seed(tasks)
+def test_build_then_query_formats_and_filters():
+    from sc_inverse.stores import get_job_store
+
+    with get_job_store() as store:
+        docs = _seed(store.docs_store)
     r = CliRunner().invoke(cli, ["build"])
     assert r.exit_code == 0, r.output
     assert "TcBuilder: 6 source docs, 0 skipped (malformed), 6 processed" in r.output
@@ -84,8 +86,8 @@ def test_build_collections_job_at_the_end_of_a_flow():
     from jobflow import Flow, job
 
     from sc_inverse.builders.jobs import build_collections
+    from sc_inverse.execution import run_flow_locally
     from sc_inverse.stores import get_job_store
-    from sc_inverse.workflows import run_flow_locally
 
     @job
     def fake_elph(i: int) -> dict:  # stands for a QE elph job: returns a real ElphTaskDoc dict

@@ -1,7 +1,9 @@
-"""The ``sc-inverse`` command line.
+"""The ``sc-inverse`` command line: every click command of the project lives in this package.
 
-Thin by design: each concern defines its click commands in its own module and this group
-imports them only when called, so ``sc-inverse --help`` does not import torch or QE code.
+Thin by design: one module per concern (:mod:`.generative`, :mod:`.screening`, :mod:`.qe`,
+:mod:`.builders`, :mod:`.report`, :mod:`.run`, :mod:`.submit`; shared options in
+:mod:`.options`) and this group imports them only when called, so ``sc-inverse --help`` does not
+import torch or QE code.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ from sc_inverse.errors import ScInverseError
 
 #: command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
-    "epc": "sc_inverse.qe.cli:epc",
-    "train-generator": "sc_inverse.generative.cli:train_generator",
-    "generate": "sc_inverse.generative.cli:generate",
-    "evaluate-generator": "sc_inverse.generative.cli:evaluate_generator",
-    "train-predictor": "sc_inverse.screening.cli:train_predictor",
-    "predict": "sc_inverse.screening.cli:predict",
-    "screen": "sc_inverse.screening.cli:screen",
-    "build": "sc_inverse.builders.cli:build",
-    "query": "sc_inverse.builders.cli:query",
-    "submit": "sc_inverse.workflows:submit",
-    "run": "sc_inverse.flows:run",
-    "report": "sc_inverse.report.cli:report",
+    "epc": "sc_inverse.cli.qe:epc",
+    "train-generator": "sc_inverse.cli.generative:train_generator",
+    "generate": "sc_inverse.cli.generative:generate",
+    "evaluate-generator": "sc_inverse.cli.generative:evaluate_generator",
+    "train-predictor": "sc_inverse.cli.screening:train_predictor",
+    "predict": "sc_inverse.cli.screening:predict",
+    "screen": "sc_inverse.cli.screening:screen",
+    "build": "sc_inverse.cli.builders:build",
+    "query": "sc_inverse.cli.builders:query",
+    "submit": "sc_inverse.cli.submit:submit",
+    "run": "sc_inverse.cli.run:run",
+    "report": "sc_inverse.cli.report:report",
 }
 
 COMMAND_HELP: dict[str, str] = {
@@ -93,6 +95,3 @@ def main() -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,7 +1,7 @@
-from jobflow import Flow
 from pymatgen.core import Lattice, Structure
 
-from sc_inverse.flows import InverseDesignMaker, dft_row, scaled_test_preset
+from sc_inverse.metadata import iter_jobs
+from sc_inverse.pipeline.jobs import dft_row, dft_stage, scaled_test_preset
 from sc_inverse.qe.sets import get_preset
 from sc_inverse.records import CandidateRecord, SymmetryInfo
 
@@ -21,13 +21,6 @@ def test_scaled_test_preset_keeps_al_grids_and_coarsens_q():
     assert scaled_test_preset(al, "paper") is get_preset("paper")
 
 
-def test_flow_wiring(tmp_path):
-    flow = InverseDesignMaker(n_candidates=3, top_k=1).make(tmp_path / "run")
-    assert isinstance(flow, Flow)
-    assert [j.name for j in flow.jobs] == ["generate candidates", "collect_candidates",
-                                           "screen candidates", "dft_stage"]
-
-
 def test_dft_row_merges_epc_hull_and_symmetry():
     s = Structure(Lattice.cubic(3), ["Nb", "N"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     rec = CandidateRecord.from_structure(s, id="c1", predictions={"tc_K": 7.0},
@@ -40,9 +33,6 @@ def test_dft_row_merges_epc_hull_and_symmetry():
 
 
 def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
-    from sc_inverse.flows import dft_stage
-    from sc_inverse.workflows import _iter_jobs
-
     pseudo = tmp_path / "pseudo"
     pseudo.mkdir()
     (pseudo / "Al.pz-vbc.UPF").write_text("<UPF version='2.0.1'>\n<PP_HEADER functional='SLA PZ NOGX NOGC'/>\n")
@@ -54,7 +44,7 @@ def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
     run = tmp_path / "run"
     resp = dft_stage.original({"records": [r.model_dump() for r in recs], "summary": {}}, str(run), 1,
                               "test", pseudo_dir=str(pseudo), qe_category="qe")
-    jobs = list(_iter_jobs(resp.replace))
+    jobs = list(iter_jobs(resp.replace))
     names = [j.name for j in jobs]
     assert any(n.startswith("qe elph") for n in names) and "convex hull" in names
     assert names[-1] == "finalize_run"
@@ -66,19 +56,9 @@ def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
     assert fin_args[4] == [{"id": "nbn", "formula": "NbN", "note": "skipped: no pseudopotential for N, Nb",
                             "predictions": {}}]
     assert (run / "screened.json").is_file()
-
-
-def test_chemical_space_from_the_pseudopotential_library(tmp_path):
-    from sc_inverse.flows import covered_elements, resolve_chemical_space
-    from sc_inverse.generative.model import load_model
-
-    for name in ("Mg.pz-n-vbc.UPF", "B.pz-vbc.UPF", "N.pbe-kjpaw.UPF"):
-        (tmp_path / name).write_text("stub")  # only the file names matter here
-    assert covered_elements(["Mg", "B", "N", "C"], "test", str(tmp_path)) == ["Mg", "B"]
-    vocab = load_model()[0].cfg.elements
-    space = resolve_chemical_space("auto", "test", str(tmp_path))
-    assert sorted(space) == ["B", "Mg"] and all(e in vocab for e in space)
-    assert resolve_chemical_space("all", "test", str(tmp_path)) is None
-    assert resolve_chemical_space("Mg, B,C", "test") == ["Mg", "B", "C"]
-    # no library at all: no restriction (DFT then reports the missing pseudopotentials)
-    assert resolve_chemical_space("auto", "test", str(tmp_path / "missing")) is None
+    # without the hull: no references, no hull jobs, and the finalize job gets None hull outputs
+    resp = dft_stage.original({"records": [r.model_dump() for r in recs], "summary": {}}, str(run), 1,
+                              "test", pseudo_dir=str(pseudo), hull=False)
+    names = [j.name for j in iter_jobs(resp.replace)]
+    assert "convex hull" not in names and not any(n.startswith("qe ref") for n in names)
+    assert list(iter_jobs(resp.replace))[-1].function_args[3] == [None]

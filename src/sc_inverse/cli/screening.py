@@ -8,6 +8,15 @@ from pathlib import Path
 
 import click
 
+from sc_inverse.cli.options import device_option
+from sc_inverse.records import load_records, save_records
+from sc_inverse.report.tables import write_screen_table
+from sc_inverse.screening.criteria import load_criteria
+from sc_inverse.screening.feature_model import train_feature_model
+from sc_inverse.screening.predictors import load_predictor
+from sc_inverse.screening.screen import predict_records, screen_records
+from sc_inverse.screening.train import train_alignn
+
 
 @click.command("train-predictor")
 @click.option("--data", type=click.Path(exists=True, dir_okay=True), default=None,
@@ -27,11 +36,7 @@ import click
 def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, lr, weight_decay, seed,
                     kind) -> None:
     """Train a property model (ALIGNN by default) and write its model directory with MODEL_CARD.md."""
-    from sc_inverse.screening.train import train_alignn
-
     if kind == "chgnet-hgb":
-        from sc_inverse.screening.feature_model import train_feature_model
-
         command = "sc-inverse " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("sc-inverse") else (
             f"sc-inverse train-predictor --kind chgnet-hgb --target {target} --out {out_dir}")
         metrics = train_feature_model(out_dir, target=target, data=data, seed=seed or 0, command=command)
@@ -61,23 +66,6 @@ def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, l
                            "n_val": res.n_val, "seconds": round(res.seconds, 1)}, indent=1))
 
 
-def _write_table(records, path: Path) -> Path:
-    """CSV with one row per candidate: id, formula, every prediction, every verdict, passed, rank."""
-    import csv
-
-    pred_keys = sorted({k for r in records for k in r.predictions})
-    verdict_keys = list(dict.fromkeys(k for r in records for k in r.verdicts))
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "formula", *pred_keys, *(f"verdict:{k}" for k in verdict_keys), "passed", "rank",
-                    "selected", "flags", "errors"])
-        for r in records:
-            w.writerow([r.id, r.formula, *(r.predictions.get(k) for k in pred_keys),
-                        *(r.verdicts.get(k) for k in verdict_keys), r.passed, r.rank, r.selected,
-                        ";".join(r.flags), json.dumps(r.errors)])
-    return path
-
-
 @click.command("predict")
 @click.argument("structures", type=click.Path(exists=True))
 @click.option("--model", "models", multiple=True,
@@ -85,13 +73,9 @@ def _write_table(records, path: Path) -> Path:
                    "registry name); repeatable. Default: shipped T_c model (tc_ensemble_jarvis_sc).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output JSON of records.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default=None, help="cpu / cuda (default: settings.device).")
+@device_option
 def predict(structures, models, out, batch_size, device) -> None:
     """Predictions only (no relaxation, no criteria); records keep their id, T_c under tc_K in K."""
-    from sc_inverse.records import load_records, save_records
-    from sc_inverse.screening.predictors import load_predictor
-    from sc_inverse.screening.screen import predict_records
-
     records = load_records(structures)
     preds = [load_predictor(m or None, device=device) for m in (models or (None,))]
     res = predict_records(records, preds, batch_size=batch_size, device=device, progress=True)
@@ -113,14 +97,10 @@ def predict(structures, models, out, batch_size, device) -> None:
 @click.option("--keep-known", is_flag=True, help="Let training structures/compositions pass (flagged only).")
 @click.option("--strict", is_flag=True, help="A criterion that cannot be evaluated fails everyone.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default=None)
+@device_option
 def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator, keep_known, strict,
            batch_size, device) -> None:
     """Screen candidates: dedup, novelty, ALIGNN criteria, CHGNet relaxation of survivors, ranking."""
-    from sc_inverse.records import load_records, save_records
-    from sc_inverse.screening.criteria import load_criteria
-    from sc_inverse.screening.screen import screen_records
-
     records = load_records(candidates)
     criteria = load_criteria(criteria_file) if criteria_file else None
     res, summary = screen_records(records, criteria=criteria, top_k=top_k, relax=not no_relax,
@@ -128,7 +108,7 @@ def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator,
                                   batch_size=batch_size, device=device, progress=True)
     out = Path(out)
     save_records(res, out)
-    _write_table(res, Path(csv_out) if csv_out else out.with_suffix(".csv"))
+    write_screen_table(res, Path(csv_out) if csv_out else out.with_suffix(".csv"))
     summary_path = out.with_name(out.stem + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=1))
     click.echo(f"{summary['n_input']} candidates: {summary['n_duplicates']} duplicates, "

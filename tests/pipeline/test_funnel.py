@@ -1,6 +1,6 @@
 from pymatgen.core import Lattice, Structure
 
-from sc_inverse.funnel import funnel_counts, select_for_dft
+from sc_inverse.pipeline.funnel import funnel_counts, select_for_dft, stage_timings
 from sc_inverse.records import CandidateRecord
 
 
@@ -32,3 +32,11 @@ def test_funnel_counts_follow_the_paper_stages():
     c = funnel_counts(gen, screened, rows, training_formulas={"MgB2"})
     assert c == {"generated": 3, "structurally valid": 2, "passed ML screen": 2, "sent to DFT": 3,
                  "DFT completed": 3, "DFT T_c > 5 K": 2, "dynamically stable & novel": 1}
+
+
+def test_stage_timings_leave_out_stages_with_unknown_bounds():
+    t = stage_timings({"start": 10.0, "collected": 40.0, "screened": 100.0}, now=160.0)
+    assert t == {"generate": 30.0, "screen (ML + MLIP)": 60.0, "DFT (QE) + hull": 60.0, "total": 150.0}
+    assert stage_timings({"start": 10.0, "collected": None, "screened": 100.0}, now=160.0) == {
+        "DFT (QE) + hull": 60.0, "total": 150.0}
+    assert stage_timings({}, now=1.0) == {}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from sc_inverse.cli import cli
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 PSEUDO = Path("/usr/share/espresso/pseudo/Al.pz-vbc.UPF")
 
 pytestmark = [

@@ -1,7 +1,7 @@
-"""Choosing candidates for DFT and counting the inverse-design funnel.
+"""Choosing candidates for DFT, counting the inverse-design funnel and timing its stages.
 
-Kept apart from the jobflow wiring in :mod:`sc_inverse.flows` so the rules are plain functions
-with plain tests.
+Kept apart from the jobflow wiring in :mod:`sc_inverse.pipeline.jobs` so the rules are plain
+functions with plain tests.
 """
 
 from __future__ import annotations
@@ -68,3 +68,19 @@ def funnel_counts(
             1 for r in hot if r.get("dynamically_stable") and r.get("formula") not in training_formulas
         ),
     }
+
+
+def stage_timings(timestamps: dict[str, float | None], now: float) -> dict[str, float]:
+    """Wall time (s) of each stage from the run's ``start``/``collected``/``screened`` times;
+    a stage whose bounds are unknown is left out."""
+    t = {k: v for k, v in timestamps.items() if v is not None}
+    timings = {}
+    if "start" in t and "collected" in t:
+        timings["generate"] = t["collected"] - t["start"]
+    if "collected" in t and "screened" in t:
+        timings["screen (ML + MLIP)"] = t["screened"] - t["collected"]
+    if "screened" in t:
+        timings["DFT (QE) + hull"] = now - t["screened"]
+    if "start" in t:
+        timings["total"] = now - t["start"]
+    return timings

@@ -1,4 +1,5 @@
-"""CLI commands (predict, screen, train-predictor) and the jobflow Maker, with a real tiny model."""
+"""CLI commands ``predict``, ``screen``, ``train-predictor`` with real models (the shipped
+single ALIGNN, a CHGNet-feature model trained here)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,32 @@ import csv
 import json
 
 from click.testing import CliRunner
-from screening_testutils import TINY_MODEL, b2, cu3al, fcc, isolated_atom
+from pymatgen.core import Lattice, Structure
 
 from sc_inverse.cli import cli
 
+#: the shipped ALIGNN T_c model (one network: cheaper than the shipped ensemble)
+ALIGNN = "alignn_tc_jarvis_sc"
+FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+
 
 def _write_inputs(path):
+    """Cu3Al, B2 CuAl (as POSCAR), one isolated atom (no graph edges: rejected), fcc Cu."""
     recs = [
-        {"id": "a", "structure": cu3al().as_dict()},
-        {"jid": "b", "poscar": b2().to(fmt="poscar")},
-        {"id": "c", "structure": isolated_atom().as_dict()},
-        {"id": "d", "structure": fcc("Cu").as_dict()},
+        {"id": "a", "structure": Structure(Lattice.cubic(3.7), ["Al", "Cu", "Cu", "Cu"], FCC).as_dict()},
+        {"jid": "b", "poscar": Structure(Lattice.cubic(2.95), ["Cu", "Al"],
+                                         [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="poscar")},
+        {"id": "c", "structure": Structure(Lattice.cubic(20.0), ["Cu"], [[0, 0, 0]]).as_dict()},
+        {"id": "d", "structure": Structure(Lattice.cubic(3.6), ["Cu"] * 4, FCC).as_dict()},
     ]
     path.write_text(json.dumps(recs))
     return path
 
 
-def test_predict_command(tiny_model_dir, tmp_path):
+def test_predict_command(tmp_path):
     inp = _write_inputs(tmp_path / "in.json")
     out = tmp_path / "preds.json"
-    res = CliRunner().invoke(cli, ["predict", str(inp), "--model", str(tiny_model_dir), "--out", str(out)])
+    res = CliRunner().invoke(cli, ["predict", str(inp), "--model", ALIGNN, "--out", str(out)])
     assert res.exit_code == 0, res.output
     recs = json.loads(out.read_text())
     assert [r["id"] for r in recs] == ["a", "b", "c", "d"]
@@ -34,10 +41,10 @@ def test_predict_command(tiny_model_dir, tmp_path):
     assert "1 with errors" in res.output
 
 
-def test_screen_command_with_criteria_file(tiny_model_dir, tmp_path):
+def test_screen_command_with_criteria_file(tmp_path):
     inp = _write_inputs(tmp_path / "in.json")
     crit = tmp_path / "crit.yaml"
-    crit.write_text(f"- {{predictor: '{tiny_model_dir}', key: tc_K, comparison: '>', threshold: -1000}}\n"
+    crit.write_text(f"- {{predictor: '{ALIGNN}', key: tc_K, comparison: '>', threshold: -1000}}\n"
                     "- {predictor: mlip, key: e_form_eV_per_atom, comparison: '<', threshold: 0}\n")
     out = tmp_path / "screened.json"
     res = CliRunner().invoke(cli, ["screen", str(inp), "--criteria", str(crit), "--no-relax", "--top", "1",
@@ -62,48 +69,6 @@ def test_bad_criteria_file_is_one_clear_error(tmp_path):
     res = CliRunner().invoke(cli, ["screen", str(inp), "--criteria", str(crit), "--out", str(tmp_path / "o.json")])
     assert isinstance(res.exception, InputError) and "crit.json[0]" in str(res.exception)
     assert not (tmp_path / "o.json").exists()
-
-
-def test_screen_maker_runs_in_jobflow(tiny_model_dir):
-    from jobflow import run_locally
-
-    from sc_inverse.screening.jobs import ScreenCandidatesMaker
-
-    recs = [{"id": "a", "structure": cu3al().as_dict()}, {"id": "b", "structure": fcc("Cu").as_dict()},
-            {"id": "c", "structure": isolated_atom().as_dict()}]
-    maker = ScreenCandidatesMaker(
-        criteria=[{"predictor": str(tiny_model_dir), "key": "tc_K", "comparison": ">", "threshold": -1000}],
-        relax=False, top_k=1, exclude_known=False)
-    job = maker.make(recs)
-    responses = run_locally(job, ensure_success=True)
-    out = responses[job.uuid][1].output
-    assert [r.id for r in out.records] == ["a", "b", "c"]
-    assert sorted(out.passed_ids) == ["a", "b"] and len(out.selected_ids) == 1
-    assert out.summary["n_input"] == 3 and [r.id for r in out.records if r.selected] == out.selected_ids
-
-
-def test_train_predictor_ignores_test_split(tmp_path):
-    """User data: records tagged split=test are never used; the model card reports val MAE."""
-    from sc_inverse.data import load_jarvis_sc
-
-    recs = []
-    for split, n in (("train", 12), ("val", 4), ("test", 3)):
-        for r in load_jarvis_sc("train")[:n] if split != "test" else load_jarvis_sc("test")[:n]:
-            recs.append({"id": f"{split}-{r['jid']}", "structure": r["structure"].as_dict(), "split": split,
-                         "tc_K": r["tc_K"] if r["tc_K"] is not None else 1.0})
-    data = tmp_path / "data.json"
-    data.write_text(json.dumps(recs))
-    from sc_inverse.screening.train import load_training_data, train_alignn
-
-    train, val = load_training_data("tc_K", data)
-    assert len(train) == 12 and len(val) == 4 and not any(s.id.startswith("test-") for s in train + val)
-    out = tmp_path / "model"
-    res = train_alignn(out, data=data, epochs=1, batch_size=4, model_overrides=TINY_MODEL, progress=False)
-    card = (out / "MODEL_CARD.md").read_text()
-    assert f"val MAE = {res.val_mae:.3f}" in card and "Epochs: 1" in card
-    ids = json.loads((out / "ids_train_val.json").read_text())
-    assert not any(i.startswith("test-") for i in ids["id_train"] + ids["id_val"])
-    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best_model.pt"]
 
 
 def test_predict_with_registry_model_offline_fails_clearly(tmp_path, monkeypatch):

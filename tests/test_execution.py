@@ -23,7 +23,7 @@ AL = Path(__file__).parents[1] / "examples" / "al_fcc" / "Al.pwi"
 
 
 # ---------------------------------------------------------------------------------------------
-# jobs run by the rlaunch subprocesses (importable as `test_workflows` via PYTHONPATH)
+# jobs run by the rlaunch subprocesses (importable as `test_execution` via PYTHONPATH)
 # ---------------------------------------------------------------------------------------------
 @job
 def add_one(x: float) -> float:
@@ -133,24 +133,19 @@ def _outputs() -> list[dict]:
 # unit: categories, store reference, credentials
 # ---------------------------------------------------------------------------------------------
 def test_qe_jobs_get_the_fworker_category():
+    from sc_inverse.execution import flow_to_fireworks
     from sc_inverse.qe.flows import ElectronPhononTcMaker
-    from sc_inverse.qe.jobs import QeScfMaker
-    from sc_inverse.workflows import flow_to_fireworks, set_categories
 
     flow = ElectronPhononTcMaker(preset="test", relax=True).make(_al())
-    set_categories(flow)
-    assert {j.config.manager_config.get("_category") for j in flow.jobs} == {"qe"}
     wf = flow_to_fireworks(flow, categories={"qe scf": "bigmem"}, qe_category="qe")
     cats = {fw.name: fw.spec.get("_category") for fw in wf.fws}
     assert cats["qe scf"] == "bigmem" and cats["qe vc-relax"] == "qe" and cats["qe elph"] == "qe"
-    # a non-QE job gets no category; class selectors work too
-    flow2 = Flow([add_one(1.0), QeScfMaker(preset="test").make(_al())])
-    set_categories(flow2, categories={QeScfMaker: "scf-nodes"}, qe_category=None)
-    assert [j.config.manager_config.get("_category") for j in flow2.jobs] == [None, "scf-nodes"]
+    wf = flow_to_fireworks(Flow([add_one(1.0)]))  # a non-QE job gets no category
+    assert [fw.spec.get("_category") for fw in wf.fws] == [None]
 
 
 def test_fireworks_carry_a_store_reference_without_credentials(monkeypatch):
-    from sc_inverse.workflows import SettingsJobStore, flow_to_fireworks
+    from sc_inverse.execution import SettingsJobStore, flow_to_fireworks
 
     monkeypatch.setenv("SC_INVERSE_STORE", "mongo")
     monkeypatch.setenv("SC_INVERSE_MONGO_PASSWORD", "top-secret")
@@ -165,7 +160,7 @@ def test_fireworks_carry_a_store_reference_without_credentials(monkeypatch):
 
 
 def test_fworker_category_and_env(tmp_path, monkeypatch):
-    from sc_inverse.workflows import ApplyFWorkerEnv, fworker_category
+    from sc_inverse.execution import ApplyFWorkerEnv, fworker_category
 
     f = tmp_path / "w.yaml"
     f.write_text("name: x\ncategory: [gpu, __none__]\n")
@@ -184,14 +179,14 @@ def test_fworker_category_and_env(tmp_path, monkeypatch):
 
 def test_missing_launchpad_file_is_an_input_error(tmp_path):
     from sc_inverse.errors import InputError
-    from sc_inverse.workflows import submit_flow
+    from sc_inverse.execution import submit_flow
 
     with pytest.raises(InputError, match="nope.yaml"):
         submit_flow(Flow([add_one(1.0)]), tmp_path / "nope.yaml")
 
 
 def _al():
-    from sc_inverse.qe.cli import load_structure
+    from sc_inverse.records import load_structure
 
     return load_structure(AL)[0]
 
@@ -283,23 +278,6 @@ def test_real_qe_epc_flow_through_fireworks_then_builders_and_query(fw_env):
     assert "Al" in _sh(BIN / "sc-inverse", "query").stdout
     again = _sh(BIN / "sc-inverse", "build").stdout
     assert "0 processed" in again.splitlines()[0] and "0 processed" in again.splitlines()[1]
-
-
-def test_submit_group_loads_extra_subcommands_lazily(monkeypatch):
-    import click
-    from click.testing import CliRunner
-
-    from sc_inverse import workflows
-    from sc_inverse.cli import cli
-
-    monkeypatch.setitem(workflows.SUBMIT_COMMANDS, "hello", "test_workflows:_hello_cmd")
-    monkeypatch.setitem(workflows.SUBMIT_COMMANDS, "broken", "no_such_module:x")
-    globals()["_hello_cmd"] = click.Command("hello", callback=lambda: click.echo("hi"))
-    r = CliRunner().invoke(cli, ["submit", "hello"])
-    assert r.exit_code == 0 and r.output.strip() == "hi"
-    assert "hello" in CliRunner().invoke(cli, ["submit", "--help"]).output
-    r = CliRunner().invoke(cli, ["submit", "broken"])
-    assert r.exit_code != 0 and "not available" in r.output
 
 
 def test_submit_inverse_design_adds_the_pipeline_with_the_qe_category(fw_env):

@@ -1,0 +1,194 @@
+"""Executing project flows: locally (``run_locally``) or on a cluster through FireWorks.
+
+* :func:`run_flow_locally` - jobflow ``run_locally`` on the configured store.
+* :func:`flow_to_fireworks` / :func:`submit_flow` - jobflow's ``flow_to_workflow`` with the
+  project's store reference and per-job FireWorks categories (QE jobs: ``qe``, so that the
+  cluster's ``my_fworker.yaml`` with ``category: qe`` pulls them with ``qlaunch``; see
+  :func:`sc_inverse.metadata.set_categories`), added to the LaunchPad of ``my_launchpad.yaml``
+  (:func:`load_launchpad`).
+* :func:`recover_lost_runs` - a killed rocket leaves its Firework RUNNING; mark it lost and
+  re-run it. Job outputs are upserted by ``(uuid, index)``, so a re-run never duplicates them.
+
+The store travels *by reference*: every Firework carries a :class:`SettingsJobStore`, which the
+worker resolves with its own settings (``SC_INVERSE_*`` env / config file / ``jobflow.yaml``), so
+credentials never enter the LaunchPad and the worker decides embedded vs MongoDB. The
+``SC_INVERSE_*`` entries of the FWorker's ``env`` (``my_fworker.yaml``) are applied before each
+job (:class:`ApplyFWorkerEnv`), which is how a cluster sets QE commands and the pseudo dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fireworks import FiretaskBase, LaunchPad, Workflow, explicit_serialize
+from jobflow import Flow, Job, JobStore, run_locally
+from jobflow.managers.fireworks import flow_to_workflow
+
+from sc_inverse.errors import InputError, StoreError
+from sc_inverse.metadata import set_categories
+from sc_inverse.qe.categories import QE_CATEGORY, qe_category_rules
+from sc_inverse.settings import get_settings
+from sc_inverse.stores import get_job_store
+
+logger = logging.getLogger(__name__)
+
+
+class SettingsJobStore(JobStore):
+    """A JobStore that re-creates itself from the *running* machine's settings.
+
+    Serialised it is only ``{"data_dir": ...}`` (no host, no password); deserialised on a
+    worker it becomes :func:`sc_inverse.stores.get_job_store` of that worker's settings, with
+    ``data_dir`` (when given) pointing an embedded store at the submitter's directory.
+    """
+
+    def __init__(self, data_dir: str | None = None):
+        self.data_dir = data_dir
+        settings = get_settings()
+        if data_dir is not None:
+            settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+        real = get_job_store(settings)
+        super().__init__(real.docs_store, real.additional_stores, save=real.save, load=real.load)
+
+    def as_dict(self) -> dict:
+        return {"@module": type(self).__module__, "@class": type(self).__name__,
+                "data_dir": self.data_dir}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SettingsJobStore:
+        return cls(d.get("data_dir"))
+
+
+def store_reference() -> SettingsJobStore:
+    """The store reference put into Fireworks (embedded: this machine's absolute data_dir)."""
+    settings = get_settings()
+    if settings.store == "embedded":
+        return SettingsJobStore(str(Path(settings.data_dir).expanduser().resolve()))
+    return SettingsJobStore(None)
+
+
+@explicit_serialize
+class ApplyFWorkerEnv(FiretaskBase):
+    """Copy the FWorker's ``SC_INVERSE_*`` env entries into ``os.environ`` (then re-read settings).
+
+    The one place sc-inverse writes the environment, on purpose: the job that runs next in this
+    worker process reads its settings (QE commands, pseudo dir, store) through
+    :func:`get_settings` deep inside concern code that the Firework cannot hand a settings
+    object to, and ``my_fworker.yaml``'s ``env`` section is FireWorks' way to configure a worker.
+    """
+
+    def run_task(self, fw_spec):
+        env = fw_spec.get("_fw_env") or {}
+        changed = False
+        for k, v in env.items():
+            if str(k).upper().startswith("SC_INVERSE_") and v is not None:
+                os.environ[str(k).upper()] = str(v)
+                changed = True
+        if changed:
+            get_settings.cache_clear()
+
+
+def flow_to_fireworks(
+    flow: Flow | Job,
+    categories: Mapping[str | type, str] | None = None,
+    qe_category: str | None = QE_CATEGORY,
+    store: JobStore | None = None,
+    name: str | None = None,
+) -> Workflow:
+    """A FireWorks ``Workflow`` of ``flow`` (categories set, store by reference).
+
+    ``categories`` maps a job-name substring or a Maker class to a category and wins over
+    ``qe_category``, which every QE job gets (none when empty).
+    """
+    set_categories(flow, {**qe_category_rules(qe_category), **(categories or {})})
+    wf = flow_to_workflow(flow, store=store or store_reference(), **({"name": name} if name else {}))
+    for fw in wf.fws:
+        fw.tasks.insert(0, ApplyFWorkerEnv())
+    return wf
+
+
+def load_launchpad(path: str | Path | None = None) -> LaunchPad:
+    """The LaunchPad of ``path`` > settings.launchpad_file (if present) > FireWorks' auto-load."""
+    file = Path(path) if path else Path(get_settings().launchpad_file).expanduser()
+    if path and not file.is_file():
+        raise InputError(f"LaunchPad file {file} does not exist")
+    try:
+        return LaunchPad.from_file(str(file)) if file.is_file() else LaunchPad.auto_load()
+    except Exception as exc:  # noqa: BLE001 - pymongo/yaml raise many types; no credentials shown
+        raise StoreError(f"cannot load the FireWorks LaunchPad from {file}: {type(exc).__name__}") from exc
+
+
+def ensure_initialized(lp: LaunchPad) -> None:
+    """Initialise a never-used LaunchPad database (FireWorks' id counters + indexes), as
+    ``lpad reset`` would, but only when it holds no workflows - nothing is ever wiped."""
+    if lp.fw_id_assigner.count_documents({}) == 0 and lp.workflows.count_documents({}) == 0:
+        lp._restart_ids(1, 1)
+        lp.tuneup()
+        logger.info("initialised an empty LaunchPad database")
+
+
+def fworker_category(path: str | Path | None = None) -> str:
+    """The QE category named in ``my_fworker.yaml`` (``qe`` when absent or a list)."""
+    file = Path(path) if path else Path(get_settings().fworker_file).expanduser()
+    if not file.is_file():
+        return QE_CATEGORY
+    data = yaml.safe_load(file.read_text()) or {}
+    cat = data.get("category") if isinstance(data, dict) else None
+    if isinstance(cat, list):
+        cat = next((c for c in cat if c and c != "__none__"), None)
+    return cat if isinstance(cat, str) and cat and cat != "__none__" else QE_CATEGORY
+
+
+def submit_flow(
+    flow: Flow | Job,
+    launchpad: LaunchPad | str | Path | None = None,
+    categories: Mapping[str | type, str] | None = None,
+    qe_category: str | None = None,
+    name: str | None = None,
+) -> dict[int, int]:
+    """Add ``flow`` to the LaunchPad; returns FireWorks' ``{old fw_id: new fw_id}`` map."""
+    lp = launchpad if launchpad is not None and not isinstance(launchpad, (str, Path)) \
+        else load_launchpad(launchpad)
+    wf = flow_to_fireworks(flow, categories, qe_category or fworker_category(), name=name)
+    ensure_initialized(lp)
+    ids = lp.add_wf(wf)
+    logger.info("submitted workflow %r: %d fireworks", wf.name, len(wf.fws))
+    return ids
+
+
+def recover_lost_runs(
+    launchpad: LaunchPad | str | Path | None = None,
+    expiration_secs: float = 4 * 3600,
+    rerun_fizzled: bool = False,
+) -> list[int]:
+    """Re-run Fireworks whose rocket died (no ping for ``expiration_secs``); optionally also
+    every FIZZLED one. Returns the fw_ids set back to READY."""
+    lp = launchpad if launchpad is not None and not isinstance(launchpad, (str, Path)) \
+        else load_launchpad(launchpad)
+    _, lost_fw_ids, _ = lp.detect_lostruns(expiration_secs=expiration_secs, rerun=True)
+    fw_ids = list(lost_fw_ids)
+    if rerun_fizzled:
+        for fw_id in lp.get_fw_ids({"state": "FIZZLED"}):
+            lp.rerun_fw(fw_id)
+            fw_ids.append(fw_id)
+    return sorted(set(fw_ids))
+
+
+def run_flow_locally(
+    flow: Flow | Job,
+    store: JobStore | None = None,
+    root_dir: str | Path | None = None,
+    raise_immediately: bool = False,
+    log: bool = True,
+) -> dict[str, Any]:
+    """jobflow ``run_locally`` on the configured store, one folder per job under
+    ``root_dir`` (default ``<data_dir>/runs``). Returns jobflow's responses."""
+    store = store or get_job_store()
+    root = Path(root_dir) if root_dir else Path(get_settings().data_dir) / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return run_locally(flow, store=store, create_folders=True, root_dir=root.resolve(), log=log,
+                       raise_immediately=raise_immediately)

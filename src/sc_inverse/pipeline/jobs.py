@@ -1,0 +1,256 @@
+"""The jobs of the inverse-design flow that are not a concern's own Maker.
+
+generate (CDVAE, optional latent T_c optimisation, symmetry recovery)
+  → :func:`collect_candidates` (+ user-supplied structures; writes ``candidates.json``)
+  → screen (ALIGNN criteria, CHGNet pre-relaxation, triage, ranking)
+  → :func:`dft_stage` (``Response(replace=...)``): for the top-K survivors that the
+    pseudopotential library can run, QE elemental references + one :class:`ElectronPhononTcMaker`
+    flow and one convex-hull job per candidate; survivors lacking a pseudopotential are recorded
+    as skipped
+  → :func:`finalize_run`: ``dft.json`` + ``funnel.json`` in the run folder, then the builders.
+
+Every stage writes its result into the run folder (:mod:`sc_inverse.runs`) as soon as it has it,
+so a failure later never loses what was computed. A failed QE candidate does not stop the
+others: the finalize job accepts missing outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from jobflow import CURRENT_JOB, Flow, Job, JobConfig, OnMissing, Response, job
+from pydantic import TypeAdapter
+from pymatgen.core import Structure
+
+from sc_inverse.builders import run_builders
+from sc_inverse.metadata import set_categories, tag_candidate
+from sc_inverse.pipeline.chemical_space import missing_pseudopotentials
+from sc_inverse.pipeline.funnel import funnel_counts, select_for_dft, stage_timings
+from sc_inverse.qe.categories import qe_category_rules
+from sc_inverse.qe.flows import ElectronPhononTcMaker
+from sc_inverse.qe.jobs import QeScfMaker
+from sc_inverse.qe.sets import QePreset, get_preset
+from sc_inverse.records import CandidateRecord, load_records
+from sc_inverse.runs import RunDir
+from sc_inverse.screening.jobs import ScreenOutput
+from sc_inverse.screening.triage import jarvis_sc_index
+from sc_inverse.settings import get_settings
+from sc_inverse.stores import SUPERCONDUCTORS, THERMO, get_store
+from sc_inverse.thermo.jobs import ConvexHullMaker, QeElementalReferenceMaker
+
+logger = logging.getLogger(__name__)
+
+#: k-point length (Å) of the ``test`` preset's fcc-Al phonon grid (8 × 2.81 Å = 22.4 Å, rounded down so Al keeps 8), reused to size
+#: the grids of arbitrary candidate cells in the inverse-design flow
+TEST_K_LENGTH_A = 22.0
+
+
+#: validates a stage's records whether jobflow hands them over as models or as their JSON dicts
+RECORD_LIST = TypeAdapter(list[CandidateRecord])
+
+
+def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
+    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al.
+
+    The fixed 8³/16³/4³ grids of the Al example would be far too dense for a larger generated
+    cell; here n_k = ceil(L/a) with L = :data:`TEST_K_LENGTH_A`, la2F and matdyn grids twice
+    that, and q the largest divisor of n_k not above ceil(n_k/4) (ph.x needs q | k; a coarse q
+    grid keeps ph.x cheap).
+    """
+    preset = get_preset(base)
+    if preset.kpoints_grid is None:  # paper preset: automatic k convergence already adapts
+        return preset
+    k = tuple(max(1, math.ceil(TEST_K_LENGTH_A / a)) for a in structure.lattice.abc)
+    dense = tuple(2 * n for n in k)
+    q = tuple(max(d for d in range(1, n + 1) if n % d == 0 and d <= math.ceil(n / 4)) for n in k)
+    # same name: energies stay comparable with references of this preset (same functional,
+    # cutoffs and pseudopotentials; k grids always differ between cells)
+    return preset.with_updates(
+        kpoints_grid=k, la2f_kpoints_grid=dense, qpoints_grid=q,
+        matdyn_nk=dense,
+    )
+
+
+@job(data=["records"])
+def collect_candidates(generated: list[CandidateRecord], run_dir: str,
+                       extra: list[CandidateRecord] | None = None) -> dict:
+    """Generated + user-supplied records → ``candidates.json``; records go on to screening."""
+    records = [r.model_dump(mode="json") for r in RECORD_LIST.validate_python([*generated, *(extra or [])])]
+    run = RunDir(Path(run_dir))
+    run.write_json(run.candidates, records)
+    logger.info("collected %d candidates (%d user-supplied)", len(records), len(extra or []))
+    return {"records": records, "n": len(records), "completed_at": time.time()}
+
+
+def reference_flow(chosen: list[CandidateRecord], preset: str, pseudo_dir: str | None,
+                   pseudo_pattern: str | None) -> Flow:
+    """QE elemental references of every element of the chosen candidates (for their hulls)."""
+    elements = sorted({el.symbol for r in chosen for el in r.get_structure().composition.elements})
+    return QeElementalReferenceMaker(
+        preset=preset, pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern
+    ).make(elements)
+
+
+def candidate_jobs(rec: CandidateRecord, preset: str, pseudo_dir: str | None,
+                   pseudo_pattern: str | None, references: Flow | None) -> tuple[list, Any, Any]:
+    """One candidate's EPC flow (and hull job when ``references`` are computed), tagged with
+    its identity: ``(jobs, epc output, hull output or None)``."""
+    structure = rec.get_structure()
+    epc = ElectronPhononTcMaker(
+        preset=scaled_test_preset(structure, preset) if preset == "test" else preset,
+        pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern,
+    ).make(structure)
+    sym = rec.symmetry
+    tag_candidate(
+        epc, rec.id, origin=rec.origin, predictions=rec.predictions,
+        spacegroup_before=sym.spacegroup_before if sym else None,
+        spacegroup_after=sym.spacegroup_after if sym else None,
+    )
+    if references is None:
+        return [epc], epc.output, None
+    hull = ConvexHullMaker(use_store_references=False).make(
+        task_doc=scf_output(epc), references=references.output, entry_id=rec.id
+    )
+    tag_candidate(hull, rec.id, origin=rec.origin, predictions=rec.predictions)
+    return [epc, hull], epc.output, hull.output
+
+
+@job
+def dft_stage(
+    screen_output: Any,
+    run_dir: str,
+    top_k: int,
+    preset: str,
+    pseudo_dir: str | None = None,
+    pseudo_pattern: str | None = None,
+    hull: bool = True,
+    build: bool = True,
+    started_at: float | None = None,
+    collected_at: float | None = None,
+    qe_category: str | None = None,
+    store: str | None = None,
+) -> Response:
+    """Choose the DFT set and replace this job by the QE + hull fan-out and a finalize job.
+
+    ``qe_category``: FireWorks category put on the QE jobs created here (they are born at run
+    time, after ``submit`` tagged the static jobs), so a cluster's QE worker picks them up.
+    ``store``: results store of the builders' collections (None: ``settings.store``).
+    """
+    out = ScreenOutput.model_validate(screen_output)
+    records = out.records
+    run = RunDir(Path(run_dir))
+    run.write_json(run.screened, [r.model_dump(mode="json") for r in records])
+    screened_at = time.time()
+    pattern = pseudo_pattern or get_preset(preset).pseudo_pattern
+    chosen, skipped = select_for_dft(
+        records, top_k, lambda r: missing_pseudopotentials(r.get_structure(), pseudo_dir, pattern)
+    )
+    logger.info("DFT stage: %d chosen, %d skipped (no pseudopotential)", len(chosen), len(skipped))
+    refs = reference_flow(chosen, preset, pseudo_dir, pseudo_pattern) if chosen and hull else None
+    jobs: list[Flow | Job] = [refs] if refs is not None else []
+    epc_outputs, hull_outputs = [], []
+    for rec in chosen:
+        cand_jobs, epc_output, hull_output = candidate_jobs(rec, preset, pseudo_dir,
+                                                            pseudo_pattern, refs)
+        jobs += cand_jobs
+        epc_outputs.append(epc_output)
+        hull_outputs.append(hull_output)
+    fin = finalize_run(
+        run_dir, [r.id for r in chosen], epc_outputs, hull_outputs, skipped, build=build,
+        timestamps={"start": started_at, "collected": collected_at, "screened": screened_at},
+        screen_summary=out.summary, store=store,
+    )
+    fin.config = JobConfig(on_missing_references=OnMissing.NONE, expose_store=True)
+    jobs.append(fin)
+    replacement = Flow(jobs, output=fin.output, name="DFT validation")
+    if qe_category:
+        set_categories(replacement, qe_category_rules(qe_category))
+    return Response(replace=replacement)
+
+
+def scf_output(epc_flow: Flow):
+    """Output of the EPC flow's scf job: the pw.x energy and inputs the hull compares.
+
+    The elph document carries the scf energy too, but its ``input`` is ph.x's, so the hull's
+    settings check (functional, cutoffs) must read the scf document.
+    """
+    for j in epc_flow.jobs:
+        if isinstance(getattr(j, "maker", None), QeScfMaker):
+            return j.output
+    raise ValueError(f"flow {epc_flow.name!r} has no scf job")
+
+
+def _dump(x: Any) -> dict | None:
+    if x is None:
+        return None
+    return x.model_dump() if hasattr(x, "model_dump") else dict(x)
+
+
+def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict | None) -> dict:
+    """One Table-1 row: DFT T_c quantities, hull energies and the symmetry of the candidate."""
+    sym = rec.symmetry if rec else None
+    row: dict[str, Any] = {
+        "id": rid,
+        "formula": rec.formula if rec else None,
+        "spacegroup_before": sym.spacegroup_before if sym else None,
+        "spacegroup_after": sym.spacegroup_after if sym else None,
+        "ml_tc_K": rec.predictions.get("tc_K") if rec else None,
+    }
+    if epc is None:
+        row["note"] = "DFT failed (see the job store / run folder for the error)"
+        return row
+    row.update({k: epc.get(k) for k in ("lambda_", "omega_log_K", "tc_K", "tc_mcmillan_K",
+                                        "dynamically_stable", "min_frequency_cm1", "dir_name")})
+    row["formula"] = epc.get("formula_pretty") or row["formula"]
+    if hull:
+        row["e_form_eV_per_atom"] = hull.get("e_form_eV_per_atom")
+        row["e_above_hull_eV_per_atom"] = hull.get("e_above_hull_eV_per_atom")
+    return row
+
+
+def _run_builders(store: str | None) -> dict:
+    """Run the builders from this job's store into the ``superconductors``/``thermo``
+    collections of ``store`` (None: ``settings.store`` of the machine running the job)."""
+    settings = get_settings()
+    if store is not None:
+        settings = settings.model_copy(update={"store": store})
+    return run_builders(CURRENT_JOB.store, get_store(SUPERCONDUCTORS, settings),
+                        get_store(THERMO, settings))
+
+
+@job
+def finalize_run(
+    run_dir: str,
+    ids: list[str],
+    epc_outputs: list,
+    hull_outputs: list,
+    skipped: list[dict],
+    build: bool = True,
+    timestamps: dict | None = None,
+    screen_summary: dict | None = None,
+    store: str | None = None,
+) -> dict:
+    """Write ``dft.json`` and ``funnel.json``, then run the builders on this job's store."""
+    run = RunDir(Path(run_dir))
+    screened = {r.id: r for r in load_records(run.screened)}
+    generated = load_records(run.candidates)
+    rows = [dft_row(screened.get(i), i, _dump(e), _dump(h))
+            for i, e, h in zip(ids, epc_outputs, hull_outputs, strict=True)]
+    rows += skipped
+    run.write_json(run.dft, rows)
+    # "novel" as the screen's triage defines it: no composition of the packaged JARVIS-SC set
+    training_formulas = set(jarvis_sc_index().by_formula)
+    timings = stage_timings(timestamps or {}, time.time())
+    funnel = {
+        "counts": funnel_counts(generated, list(screened.values()), rows, training_formulas),
+        "timings_s": timings,
+        "screen_summary": screen_summary or {},
+    }
+    run.write_json(run.funnel, funnel)
+    builders = _run_builders(store) if build else {}
+    return {"run_dir": run_dir, "funnel": funnel["counts"], "timings_s": timings,
+            "dft": rows, "builders": builders}
