@@ -48,7 +48,7 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     )
     result = epc_summary(doc)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(result, indent=1, default=str))
+    out_file.write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
     click.echo(
         f"lambda = {result['lambda']:.4f} at sigma = {result['selected_sigma_Ry']} Ry, "
         f"omega_log = {result['omega_log_K']:.1f} K, T_c(Allen-Dynes, mu*={result['mu_star']}) = "
