@@ -24,9 +24,10 @@ from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
 Mesh = tuple[int, int, int]
 
-#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
-#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
-#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
+#: Lowest ASR-corrected phonon frequency (cm⁻¹; acoustic modes at Γ excluded) still counted as
+#: stable (rule: :mod:`sc_inverse.qe.stability`). Slightly negative values are the usual
+#: Fourier-interpolation noise of acoustic branches near Γ; JARVIS and most EPC studies treat
+#: modes below about -20 cm⁻¹ as real instabilities.
 DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
 
 # File names every job of the workflow uses (the task documents read them back).
