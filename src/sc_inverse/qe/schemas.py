@@ -721,9 +721,9 @@ def _a2f_data(directory: Path, table: EliashbergResult, sigmas_Ry: list[float],
 
 
 #: why matdyn's DOS and a2F.dosN can be NaN (QE 6.7 matdyn.f90, function dos_gam)
-MATDYN_NAN = ("matdyn.x wrote NaN: its tetrahedron routine (dos_gam, QE 6.7) divides every "
-              "corner's weight by the corner's frequency, so an acoustic mode at Γ that is exactly "
-              "0 after the sum rule gives 0/0 in every tetrahedron touching Γ, at every frequency")
+MATDYN_NAN = ("matdyn.x wrote NaN; its tetrahedron routine (dos_gam, QE 6.7) divides every "
+              "corner's weight by the corner's frequency, so when an acoustic mode at Γ is exactly "
+              "0 after the sum rule every tetrahedron touching Γ gives 0/0, at every frequency")
 
 
 def _structure_fields(structure: Structure | None) -> dict[str, Any]:
