@@ -64,7 +64,7 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
         click.echo(f"reused from an earlier run in {folder}: {', '.join(done.reused)}", err=True)
     result = {"material_id": mid, **epc_summary(done.doc)}
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(result, indent=1, default=str))
+    out_file.write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
     click.echo(
         f"lambda = {result['lambda']:.4f} at sigma = {result['selected_sigma_Ry']} Ry, "
         f"omega_log = {result['omega_log_K']:.1f} K, T_c(Allen-Dynes, mu*={result['mu_star']}) = "

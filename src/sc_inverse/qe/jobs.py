@@ -60,6 +60,7 @@ from sc_inverse.qe.sets import (
     PREFIX,
     LambdaInputGenerator,
     MatdynInputGenerator,
+    MatdynQpointsInputGenerator,
     PhInputGenerator,
     PwInputGenerator,
     Q2rInputGenerator,
@@ -344,12 +345,16 @@ def run_lambda_x(directory: Path, qpoints: list[QPointPhonons], mu_star: float,
 def run_elph_postprocessing(directory: Path, preset: QePreset, kgrid, ph_data: PhElphData,
                             settings=None) -> list[QeRunResult]:
     """q2r.x (force constants + EPC linewidths), matdyn.x (phonon DOS and interpolated α²F on
-    the preset's matdyn grid, else the k grid) and lambda.x, in ``directory``."""
+    the preset's matdyn grid, else the k grid), matdyn.x again on ph.x's irreducible q points
+    (ASR-corrected q-grid frequencies for the stability verdict) and lambda.x, in ``directory``."""
     q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC).get_input_set()
     runs = [run_qe("q2r", q2r, directory, settings=settings)]
     nk = preset.matdyn_nk or tuple(kgrid)
     matdyn = MatdynInputGenerator(preset=preset, flfrc=FLFRC).get_input_set(nk)
     runs.append(run_qe("matdyn", matdyn, directory, settings=settings))
+    _, irreducible = parse_dyn0(directory / f"{FILDYN}0")  # full precision (elph files: 6 digits)
+    qlist = MatdynQpointsInputGenerator(flfrc=FLFRC).get_input_set(irreducible)
+    runs.append(run_qe("matdyn", qlist, directory, settings=settings, step="matdyn_qgrid"))
     runs.append(run_lambda_x(directory, ph_data.qpoints, preset.mu_star, settings))
     return runs
 
