@@ -46,7 +46,8 @@ def test_convex_hull_job_in_a_flow_uses_references_from_args_file_and_store(tmp_
     assert out["e_form_eV_per_atom"] == pytest.approx(-2.25 - (-3.0 - 1.0) / 2)
     assert out["missing_elements"] == [] and len(out["reference_ids"]) == 3
     # AlMg3 from the file lies above the Al-Mg tie line, so the hull at x=0.5 is 0 eV/atom
-    assert out["e_above_hull_eV_per_atom"] == pytest.approx(-0.25) and out["stable"] is True
+    assert out["e_above_hull_eV_per_atom"] == 0.0 and out["stable"] is True
+    assert out["e_phase_separation_eV_per_atom"] == pytest.approx(-0.25)
 
 
 def test_convex_hull_job_needs_an_energy():

@@ -32,6 +32,7 @@ from sc_inverse.qe.handlers import (
     PwDiagonalizationHandler,
     PwScfConvergenceHandler,
     QeWalltimeHandler,
+    completed_qpoints,
 )
 from sc_inverse.qe.kpoints import (
     as_mesh,
@@ -59,6 +60,7 @@ from sc_inverse.qe.sets import (
     PREFIX,
     LambdaInputGenerator,
     MatdynInputGenerator,
+    MatdynQpointsInputGenerator,
     PhInputGenerator,
     PwInputGenerator,
     Q2rInputGenerator,
@@ -262,6 +264,41 @@ def run_ph(preset: QePreset, qgrid, directory: Path, start_q=None, last_q=None,
     return run_qe("ph", iset, directory, _ph_handlers(walltime_s), settings=settings)
 
 
+def resume_point(directory: Path) -> int | None:
+    """The irreducible q-point a ph.x run left unfinished in ``directory`` should restart at:
+    None when no q-point finished there (a fresh run), ``n_q + 1`` when all did. The same
+    restart rule as :class:`~sc_inverse.qe.handlers.PhRecoverHandler` (first q without its
+    dyn + elph files; finished q-points are independent and kept)."""
+    done = completed_qpoints(directory, FILDYN)
+    dyn0 = directory / f"{FILDYN}0"
+    if not done or not dyn0.is_file():
+        return None
+    start = 1
+    while start in done:
+        start += 1
+    return min(start, len(parse_dyn0(dyn0)[1]) + 1) if start > 1 else None
+
+
+def run_ph_resuming(preset: QePreset, qgrid, directory: Path, max_seconds=None,
+                    walltime_s=None) -> tuple[list[QeRunResult], list[QeCorrection]]:
+    """ph.x in ``directory``, continuing a run that an earlier process left there (killed):
+    from its first unfinished q-point, or not at all when every q-point finished. Returns the
+    ph.x runs and a ``resume`` correction that records where it restarted."""
+    start = resume_point(directory)
+    if start is None:
+        return [run_ph(preset, qgrid, directory, max_seconds=max_seconds,
+                       walltime_s=walltime_s)], []
+    n_q = len(parse_dyn0(directory / f"{FILDYN}0")[1])
+    note = QeCorrection(handler="resume", step="ph", errors=[
+        f"q-points 1-{start - 1} of {n_q} finished in an earlier run in {directory}"],
+        actions=[{"_set": {"inputph.start_q": start}}] if start <= n_q else [])
+    logger.info("ph.x: resuming in %s at q-point %d of %d", directory, start, n_q)
+    if start > n_q:
+        return [], [note]
+    return [run_ph(preset, qgrid, directory, start_q=start, max_seconds=max_seconds,
+                   walltime_s=walltime_s)], [note]
+
+
 def run_qpoint(preset: QePreset, qpoints_grid, scf_outdir, prefix: str, q_index: int,
                directory: Path, max_seconds=None, walltime_s=None,
                settings=None) -> QeRunResult:
@@ -308,12 +345,16 @@ def run_lambda_x(directory: Path, qpoints: list[QPointPhonons], mu_star: float,
 def run_elph_postprocessing(directory: Path, preset: QePreset, kgrid, ph_data: PhElphData,
                             settings=None) -> list[QeRunResult]:
     """q2r.x (force constants + EPC linewidths), matdyn.x (phonon DOS and interpolated α²F on
-    the preset's matdyn grid, else the k grid) and lambda.x, in ``directory``."""
+    the preset's matdyn grid, else the k grid), matdyn.x again on ph.x's irreducible q points
+    (ASR-corrected q-grid frequencies for the stability verdict) and lambda.x, in ``directory``."""
     q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC).get_input_set()
     runs = [run_qe("q2r", q2r, directory, settings=settings)]
     nk = preset.matdyn_nk or tuple(kgrid)
     matdyn = MatdynInputGenerator(preset=preset, flfrc=FLFRC).get_input_set(nk)
     runs.append(run_qe("matdyn", matdyn, directory, settings=settings))
+    _, irreducible = parse_dyn0(directory / f"{FILDYN}0")  # full precision (elph files: 6 digits)
+    qlist = MatdynQpointsInputGenerator(flfrc=FLFRC).get_input_set(irreducible)
+    runs.append(run_qe("matdyn", qlist, directory, settings=settings, step="matdyn_qgrid"))
     runs.append(run_lambda_x(directory, ph_data.qpoints, preset.mu_star, settings))
     return runs
 
@@ -383,11 +424,11 @@ class QeElphMaker(Maker):
         if self.fanout:
             return self._fan_out(preset, scf_outdir, prefix, kgrid, qgrid, directory, structure,
                                  energy_eV)
-        res = run_ph(preset, qgrid, directory, max_seconds=self.max_seconds,
-                     walltime_s=self.walltime_s)
+        runs, resumed = run_ph_resuming(preset, qgrid, directory, self.max_seconds,
+                                        self.walltime_s)
         doc = analyse_elph(directory, preset, kgrid, structure=structure, energy_eV=energy_eV,
-                           label=self.name, timings=_timings([res]),
-                           corrections=_corrections([res]), fanout=False)
+                           label=self.name, timings=_timings(runs),
+                           corrections=[*resumed, *_corrections(runs)], fanout=False)
         if self.cleanup:
             shutil.rmtree(directory / OUTDIR, ignore_errors=True)
             doc.outdir = None

@@ -24,9 +24,10 @@ from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
 Mesh = tuple[int, int, int]
 
-#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
-#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
-#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
+#: Lowest ASR-corrected phonon frequency (cm⁻¹; acoustic modes at Γ excluded) still counted as
+#: stable (rule: :mod:`sc_inverse.qe.stability`). Slightly negative values are the usual
+#: Fourier-interpolation noise of acoustic branches near Γ; JARVIS and most EPC studies treat
+#: modes below about -20 cm⁻¹ as real instabilities.
 DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
 
 # File names every job of the workflow uses (the task documents read them back).
@@ -35,6 +36,13 @@ OUTDIR = "out"  # pw.x/ph.x outdir, relative to the job directory
 FILDYN = "dyn"  # ph.x dynamical matrices: dyn0 (q list), dyn1 ...
 FLFRC = f"{PREFIX}.fc"  # q2r.x force constants
 PHONON_DOS = "phonon.dos"  # matdyn.x phonon DOS
+MESH_FREQ = "qe.freq"  # matdyn.x frequencies on the irreducible points of its DOS mesh
+QGRID_FREQ = "qgrid.freq"  # matdyn.x frequencies on ph.x's irreducible q points
+
+#: Acoustic sum rule matdyn.x imposes on the force constants (both runs). 'crystal' is QE's
+#: optimal correction (the smallest change of all force constants that restores translational
+#: invariance, keeping their symmetry); ph.x's own dynamical matrices carry no correction.
+MATDYN_ASR = "crystal"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,9 +430,9 @@ class MatdynInputGenerator(InputGenerator):
 
     def get_input_set(self, nk: Mesh) -> MatdynInputSet:  # type: ignore[override]
         params = {
-            "asr": "simple",
+            "asr": MATDYN_ASR,
             "flfrc": self.flfrc,
-            "flfrq": "qe.freq",
+            "flfrq": MESH_FREQ,
             "la2F": True,
             "dos": True,
             "fldos": PHONON_DOS,
@@ -434,6 +442,26 @@ class MatdynInputGenerator(InputGenerator):
             "ndos": self.preset.matdyn_ndos,
         }
         return MatdynInputSet(inputs={MatdynInputSet.filename: format_namelist("input", params)})
+
+
+class MatdynQpointsInputSet(QeInputSet):
+    filename = "matdyn_qgrid.in"
+
+
+@dataclass
+class MatdynQpointsInputGenerator(InputGenerator):
+    """matdyn.x frequencies at an explicit q list (ph.x's irreducible q points, cartesian
+    2π/alat as in ``fildyn0``) with the acoustic sum rule imposed: the q-grid phonons the
+    stability verdict reads (on grid points the interpolation returns ph.x's matrices)."""
+
+    flfrc: str = FLFRC
+
+    def get_input_set(self, qpoints: Sequence[Sequence[float]]) -> MatdynQpointsInputSet:  # type: ignore[override]
+        params = {"asr": MATDYN_ASR, "flfrc": self.flfrc, "flfrq": QGRID_FREQ, "flvec": " ",
+                  "dos": False}
+        lines = [f"{len(qpoints)}"] + [f"{q[0]:.12f} {q[1]:.12f} {q[2]:.12f}" for q in qpoints]
+        text = format_namelist("input", params) + "\n".join(lines) + "\n"
+        return MatdynQpointsInputSet(inputs={MatdynQpointsInputSet.filename: text})
 
 
 @dataclass
