@@ -149,7 +149,7 @@ def _children_cpu_s() -> float:
 
 def _scf_cutoffs(workdir: Path) -> dict[str, float | None]:
     """ecutwfc/ecutrho of the scf that fed ph.x (read back from its input)."""
-    for path in sorted(workdir.glob("*/scf.in")):
+    for path in sorted(workdir.rglob("scf.in")):
         system = read_namelist(path.read_text(), "system")
         wfc = parse_fortran_value(system["ecutwfc"])
         rho = parse_fortran_value(system["ecutrho"]) if "ecutrho" in system else 4 * wfc
@@ -192,7 +192,7 @@ def run_case(ref: Reference, variant: Variant, args: argparse.Namespace) -> dict
     try:
         doc = run_epc(structure, workdir, preset=variant.preset, pseudo_dir=args.pseudo_dir,
                       pseudo_pattern=args.pseudo_pattern, relax=row["relax"],
-                      kpoints_grid=kgrid)
+                      kpoints_grid=kgrid, fresh=True)
         summary = epc_summary(doc)
     except Exception as exc:  # a failed case is a row of the table, not the end of the run
         row.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
@@ -226,6 +226,8 @@ def _summary_fields(summary: dict, preset: QePreset, workdir: Path) -> dict:
         "tc_matdyn_K": tc_md,
         "dynamically_stable": summary.get("dynamically_stable"),
         "min_frequency_cm1": summary.get("min_frequency_cm1"),
+        "min_frequency_raw_cm1": summary.get("min_frequency_raw_cm1"),
+        "stability_reason": summary.get("stability_reason"),
         "volume_per_atom_A3": structure.volume / len(structure) if structure else None,
         "mu_star": summary.get("mu_star"),
         "epc": json.loads(json.dumps(summary, default=str).replace("NaN", "null")),
