@@ -9,7 +9,7 @@ import click
 
 from sc_inverse.cli.options import preset_option, pseudo_dir_option
 from sc_inverse.pipeline.epc import epc_summary, run_epc
-from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import clean_structure, get_preset
 from sc_inverse.records import load_structure
 from sc_inverse.settings import get_settings
@@ -18,7 +18,8 @@ from sc_inverse.stores import get_job_store
 
 @click.command("epc")
 @click.argument("structure_file", metavar="STRUCTURE", type=click.Path(path_type=Path))
-@preset_option("qe_preset", "QE settings: 'paper' (JARVIS/Wines) or 'test' (QE's Al example)")
+@preset_option("qe_preset", "QE settings: 'paper' (JARVIS/Wines), 'fast' (cheaper, validated "
+               "against paper) or 'test' (QE's Al example, CI only)")
 @pseudo_dir_option
 @click.option("--pseudo-pattern", default=None,
               help="Per-element filename glob with {el}; default: preset's or settings'.")
@@ -37,9 +38,11 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     preset_obj = get_preset(preset)
     structure, sid = load_structure(structure_file)
     structure = clean_structure(structure)
-    pseudos = find_pseudopotentials(structure, pseudo_dir, pseudo_pattern or preset_obj.pseudo_pattern)
+    pseudos, resolved = resolve_pseudopotentials(structure, preset_obj, pseudo_dir, pseudo_pattern)
     click.echo(f"{structure.composition.reduced_formula}: preset {preset_obj.name}, pseudopotentials "
-               + ", ".join(f"{k}={v.name}" for k, v in pseudos.items()), err=True)
+               + ", ".join(f"{k}={v.name}" for k, v in pseudos.items())
+               + f" in {next(iter(pseudos.values())).parent}, cutoffs "
+               + (resolved.cutoff_rule or f"{resolved.ecutwfc:g}/{resolved.ecutrho} Ry"), err=True)
     workdir = workdir or Path(settings.data_dir) / "epc" / sid
     doc = run_epc(
         structure, Path(workdir).resolve(), store=get_job_store(settings) if use_store else None,
