@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from factories import write_upf
 
+from factories import write_upf
 from sc_inverse.cli import cli
 from sc_inverse.settings import get_settings
 
