@@ -175,3 +175,11 @@ def test_fast_flow_relaxes_then_computes_on_the_standardised_cell(library):
     (library / "Nb.pbesol-spn-rrkjus_psl.1.0.0.UPF").write_text("")
     with pytest.raises(ParseError, match="Nb.pbesol-spn-rrkjus_psl.1.0.0.UPF: empty"):
         ElectronPhononTcMaker(preset="fast", pseudo_dir=str(library)).make(nb)
+
+
+def test_sssp_style_mixed_names_with_one_pattern(tmp_path):
+    for name in ("N.pbe-n-radius_5.UPF", "nb_pbe_v1.uspp.F.UPF", "Na.pbe-spn-kjpaw_psl.1.0.0.UPF"):
+        (tmp_path / name).write_text("x")
+    found = find_pseudopotentials(["N", "Nb", "Na"], tmp_path, "{el}[._-]*.upf")
+    assert {el: p.name for el, p in found.items()} == {
+        "N": "N.pbe-n-radius_5.UPF", "Nb": "nb_pbe_v1.uspp.F.UPF", "Na": "Na.pbe-spn-kjpaw_psl.1.0.0.UPF"}

@@ -10,6 +10,7 @@ from sc_inverse.errors import CalculationError, InputError, MissingPseudopotenti
 from sc_inverse.qe import kpoints as K
 from sc_inverse.qe.pseudos import find_pseudopotentials
 from sc_inverse.qe.sets import (
+    FAST,
     PAPER,
     TEST,
     MatdynInputGenerator,
@@ -75,9 +76,13 @@ def test_ph_q2r_matdyn_inputs():
     assert nl["el_ph_sigma"] == 0.005 and nl["el_ph_nsigma"] == 10 and nl["fildvscf"] == "dvscf"
     assert (nl["nq1"], nl["start_q"], nl["last_q"]) == (4, 3, 3) and "recover" not in nl
     q2r = read_namelist(Q2rInputGenerator().get_input_set().text, "input")
-    assert parse_fortran_value(q2r["la2f"]) is True
+    assert parse_fortran_value(q2r["la2f"]) is True and parse_fortran_value(q2r["el_ph_nsigma"]) == 10
+    q2r = read_namelist(Q2rInputGenerator(el_ph_nsigma=6).get_input_set().text, "input")
+    assert parse_fortran_value(q2r["el_ph_nsigma"]) == 6  # q2r.x wants every smearing's file
     md = read_namelist(MatdynInputGenerator(preset=TEST).get_input_set((10, 10, 10)).text, "input")
     assert parse_fortran_value(md["dos"]) is True and parse_fortran_value(md["nk3"]) == 10
+    md = read_namelist(MatdynInputGenerator(preset=FAST).get_input_set((9, 9, 9)).text, "input")
+    assert parse_fortran_value(md["el_ph_nsigma"]) == FAST.el_ph_nsigma
 
 
 def test_update_namelist_keeps_everything_else():

@@ -55,7 +55,8 @@ RECORD_LIST = TypeAdapter(list[CandidateRecord])
 
 
 def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
-    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al.
+    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al (the flow
+    calls it for ``--preset test`` only; ``fast``/``paper`` size their grids themselves).
 
     The fixed 8³/16³/4³ grids of the Al example would be far too dense for a larger generated
     cell; here n_k = ceil(L/a) with L = :data:`TEST_K_LENGTH_A`, la2F and matdyn grids twice
@@ -63,7 +64,7 @@ def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
     grid keeps ph.x cheap).
     """
     preset = get_preset(base)
-    if preset.kpoints_grid is None:  # paper preset: automatic k convergence already adapts
+    if preset.kpoints_grid is None:  # k from a length or converged: already adapts to the cell
         return preset
     k = tuple(max(1, math.ceil(TEST_K_LENGTH_A / a)) for a in structure.lattice.abc)
     dense = tuple(2 * n for n in k)

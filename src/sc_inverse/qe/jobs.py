@@ -385,7 +385,8 @@ def run_elph_postprocessing(directory: Path, preset: QePreset, kgrid, ph_data: P
                             settings=None) -> list[QeRunResult]:
     """q2r.x (force constants + EPC linewidths), matdyn.x (phonon DOS and interpolated α²F on
     the preset's matdyn grid, else the k grid) and lambda.x, in ``directory``."""
-    q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC).get_input_set()
+    q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC,
+                            el_ph_nsigma=preset.el_ph_nsigma).get_input_set()
     runs = [run_qe("q2r", q2r, directory, settings=settings)]
     nk = preset.matdyn_nk or tuple(kgrid)
     matdyn = MatdynInputGenerator(preset=preset, flfrc=FLFRC).get_input_set(nk)

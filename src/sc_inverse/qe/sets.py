@@ -466,13 +466,19 @@ class PhInputGenerator(InputGenerator):
 
 @dataclass
 class Q2rInputGenerator(InputGenerator):
-    """q2r.x: real-space force constants and (``la2F``) the EPC linewidths."""
+    """q2r.x: real-space force constants and (``la2F``) the EPC linewidths.
+
+    ``el_ph_nsigma`` must be ph.x's: q2r.x reads one ``a2Fq2r.(50+i).q`` file per smearing and
+    stops at the first one missing (its default is 10).
+    """
 
     fildyn: str = FILDYN
     flfrc: str = FLFRC
+    el_ph_nsigma: int = 10
 
     def get_input_set(self) -> Q2rInputSet:  # type: ignore[override]
-        params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": True}
+        params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": True,
+                  "el_ph_nsigma": self.el_ph_nsigma}
         return Q2rInputSet(inputs={Q2rInputSet.filename: format_namelist("input", params)})
 
 
@@ -495,6 +501,7 @@ class MatdynInputGenerator(InputGenerator):
             "nk2": nk[1],
             "nk3": nk[2],
             "ndos": self.preset.matdyn_ndos,
+            "el_ph_nsigma": self.preset.el_ph_nsigma,  # as ph.x and q2r.x (default 10)
         }
         return MatdynInputSet(inputs={MatdynInputSet.filename: format_namelist("input", params)})
 
