@@ -316,7 +316,7 @@ def test_inverse_design_through_rlaunch_routes_qe_jobs_by_category(fw_env):
     cpu.write_text("name: cpu\ncategory: __none__\nquery: '{}'\n")
     qe = fw_env["dir"] / "fworker_qe.yaml"
     qe.write_text("name: qe\ncategory: qe\nquery: '{}'\n")
-    _sh(BIN / "sc-inverse", "submit", "inverse-design", "--n", "4", "--top", "1",
+    _sh(BIN / "sc-inverse", "submit", "inverse-design", "--n", "4", "--top", "1", "--preset", "test",
         "--include", AL, "--pseudo-dir", lib, "--criteria", crit, "--keep-known", "--elements", "all",
         "--launchpad", fw_env["lp"], "--run-name", "fw", "--category", "qe")
     _rlaunch(fw_env, fworker=cpu)  # static stages + DFT fan-out creation, then stops at QE jobs

@@ -35,7 +35,8 @@ def test_run_then_report_end_to_end(tmp_path, monkeypatch):
 
     get_settings.cache_clear()
     # a one-element pseudopotential library: every survivor but Al must be reported as skipped
-    # (`--elements all`: with the default `auto` the generator would make only Al cells)
+    # (`--elements all`: with the default `auto` the generator would make only Al cells);
+    # `--preset test` (LDA, seconds): `run` itself defaults to the `fast` preset
     lib = tmp_path / "pseudo"
     lib.mkdir()
     (lib / PSEUDO.name).symlink_to(PSEUDO)
@@ -46,7 +47,8 @@ def test_run_then_report_end_to_end(tmp_path, monkeypatch):
     ]))
     runner = CliRunner()
     res = runner.invoke(cli, [
-        "run", "--n", "6", "--top", "1", "--include", str(EXAMPLES / "al_fcc" / "Al.pwi"),
+        "run", "--n", "6", "--top", "1", "--preset", "test",
+        "--include", str(EXAMPLES / "al_fcc" / "Al.pwi"),
         "--pseudo-dir", "pseudo", "--criteria", str(criteria), "--keep-known", "--elements", "all",
         "--run-name", "tiny",
     ], catch_exceptions=False)

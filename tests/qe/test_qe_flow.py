@@ -14,6 +14,7 @@ from maggma.stores import MemoryStore
 from pymatgen.core import Lattice, Structure
 from qe_testutils import AL_EXAMPLE, QE_PSEUDO_DIR, ROOT, requires_qe
 
+from factories import write_upf
 from sc_inverse.errors import MissingPseudopotentialError, ParseError
 from sc_inverse.pipeline.epc import run_epc
 from sc_inverse.qe.flows import ElectronPhononTcMaker
@@ -34,7 +35,7 @@ from sc_inverse.units import RY_TO_EV
 def fake_lib(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    (lib / "Al.pz-vbc.UPF").write_text("<UPF/>")
+    write_upf(lib / "Al.pz-vbc.UPF", "Al", functional="SLA PZ NOGX NOGC")
     return lib
 
 

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from jobflow import Flow, job
 from pymatgen.core import Lattice, Structure
 
-from factories import elph_task, scf_task
+from factories import elph_task, scf_task, write_upf
 from sc_inverse.builders import query_results, run_builders
 from sc_inverse.cli import cli
 from sc_inverse.errors import StoreError
@@ -72,7 +72,7 @@ def elph_with_blob(n: int) -> dict:
 def _fake_lib(tmp_path: Path) -> Path:
     lib = tmp_path / "pseudo"
     lib.mkdir(exist_ok=True)
-    (lib / "Al.pz-vbc.UPF").write_text("<UPF version='2.0.1'>\n<PP_HEADER functional='SLA PZ'/>\n")
+    write_upf(lib / "Al.pz-vbc.UPF", "Al", 15.0, 60.0, functional="SLA PZ")
     return lib
 
 
@@ -143,7 +143,7 @@ def test_epc_flow_identity_and_uuids_are_stable(tmp_path):
     assert scf.uuid in elph.input_uuids  # references follow the new uuids
     assert {j.metadata["candidate_id"] for j in f1.jobs[0].jobs} == {m1}
     _, m_relax = make_epc_flow(al, preset="test", pseudo_dir=str(lib), relax=True)
-    (lib / "Al.pz-vbc.UPF").write_text("<UPF version='2.0.1'>\n<PP_HEADER functional='PBE'/>\n")
+    write_upf(lib / "Al.pz-vbc.UPF", "Al", 15.0, 60.0, functional="SLA PW PBE PBE")
     _, m_other_pp = make_epc_flow(al, preset="test", pseudo_dir=str(lib))
     assert len({m1, m_relax, m_other_pp}) == 3
 

@@ -11,7 +11,7 @@ from sc_inverse.builders import query_results
 from sc_inverse.cli.options import preset_option, pseudo_dir_option
 from sc_inverse.errors import CalculationError
 from sc_inverse.pipeline.epc import epc_summary, make_epc_flow, run_epc_flow
-from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import clean_structure, get_preset
 from sc_inverse.records import load_structure
 from sc_inverse.report.tables import format_rows
@@ -19,9 +19,15 @@ from sc_inverse.settings import get_settings
 from sc_inverse.stores import describe_store, get_job_store
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    """A number for the summary line; an undefined one (null in the JSON, with its reason) as n/a."""
+    return "n/a" if value is None else format(value, spec)
+
+
 @click.command("epc")
 @click.argument("structure_file", metavar="STRUCTURE", type=click.Path(path_type=Path))
-@preset_option("qe_preset", "QE settings: 'paper' (JARVIS/Wines) or 'test' (QE's Al example)")
+@preset_option("qe_preset", "QE settings: 'paper' (JARVIS/Wines), 'fast' (cheaper, validated "
+               "against paper) or 'test' (QE's Al example, CI only)")
 @pseudo_dir_option
 @click.option("--pseudo-pattern", default=None,
               help="Per-element filename glob with {el}; default: preset's or settings'.")
@@ -47,9 +53,11 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     preset_obj = get_preset(preset)
     structure, sid = load_structure(structure_file)
     structure = clean_structure(structure)
-    pseudos = find_pseudopotentials(structure, pseudo_dir, pseudo_pattern or preset_obj.pseudo_pattern)
+    pseudos, resolved = resolve_pseudopotentials(structure, preset_obj, pseudo_dir, pseudo_pattern)
     click.echo(f"{structure.composition.reduced_formula}: preset {preset_obj.name}, pseudopotentials "
-               + ", ".join(f"{k}={v.name}" for k, v in pseudos.items()), err=True)
+               + ", ".join(f"{k}={v.name}" for k, v in pseudos.items())
+               + f" in {next(iter(pseudos.values())).parent}, cutoffs "
+               + (resolved.cutoff_rule or f"{resolved.ecutwfc:g}/{resolved.ecutrho} Ry"), err=True)
     flow, mid = make_epc_flow(
         structure, build=use_store, preset=preset_obj,
         pseudo_dir=str(Path(pseudo_dir).resolve()) if pseudo_dir else None,
@@ -66,9 +74,10 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
     click.echo(
-        f"lambda = {result['lambda']:.4f} at sigma = {result['selected_sigma_Ry']} Ry, "
-        f"omega_log = {result['omega_log_K']:.1f} K, T_c(Allen-Dynes, mu*={result['mu_star']}) = "
-        f"{result['tc_K']:.2f} K, dynamically stable: {result['dynamically_stable']} -> {out_file}"
+        f"lambda = {_fmt(result['lambda'], '.4f')} at sigma = {result['selected_sigma_Ry']} Ry, "
+        f"omega_log = {_fmt(result['omega_log_K'], '.1f')} K, T_c(Allen-Dynes, "
+        f"mu*={result['mu_star']}) = {_fmt(result['tc_K'], '.2f')} K, dynamically stable: "
+        f"{result['dynamically_stable']} -> {out_file}"
     )
     if job_store is not None:
         rows = query_results(job_store=job_store, material_ids=[mid])

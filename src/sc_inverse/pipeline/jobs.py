@@ -35,6 +35,7 @@ from sc_inverse.pipeline.funnel import funnel_counts, select_for_dft, stage_timi
 from sc_inverse.qe.categories import qe_category_rules
 from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.jobs import QeScfMaker
+from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import QePreset, get_preset
 from sc_inverse.records import CandidateRecord, load_records
 from sc_inverse.runs import RunDir
@@ -54,7 +55,8 @@ RECORD_LIST = TypeAdapter(list[CandidateRecord])
 
 
 def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
-    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al.
+    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al (the flow
+    calls it for ``--preset test`` only; ``fast``/``paper`` size their grids themselves).
 
     The fixed 8³/16³/4³ grids of the Al example would be far too dense for a larger generated
     cell; here n_k = ceil(L/a) with L = :data:`TEST_K_LENGTH_A`, la2F and matdyn grids twice
@@ -62,7 +64,7 @@ def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
     grid keeps ph.x cheap).
     """
     preset = get_preset(base)
-    if preset.kpoints_grid is None:  # paper preset: automatic k convergence already adapts
+    if preset.kpoints_grid is None:  # k from a length or converged: already adapts to the cell
         return preset
     k = tuple(max(1, math.ceil(TEST_K_LENGTH_A / a)) for a in structure.lattice.abc)
     dense = tuple(2 * n for n in k)
@@ -86,7 +88,24 @@ def collect_candidates(generated: list[CandidateRecord], run_dir: str,
     return {"records": records, "n": len(records), "completed_at": time.time()}
 
 
-def reference_flow(chosen: list[CandidateRecord], preset: str, pseudo_dir: str | None,
+def candidate_preset(structure: Structure, preset: str, pseudo_dir: str | None,
+                     pseudo_pattern: str | None) -> QePreset:
+    """The preset one candidate runs with: the ``test`` grids scaled to its cell, the cutoffs
+    of its elements fixed (reads its pseudopotentials: a corrupt file fails here, by name)."""
+    base = scaled_test_preset(structure, preset) if preset == "test" else get_preset(preset)
+    return resolve_pseudopotentials(structure, base, pseudo_dir, pseudo_pattern)[1]
+
+
+def reference_preset(preset: str, candidate: QePreset) -> QePreset:
+    """The run's preset (grids not scaled to any cell) at a candidate's cutoffs, so that the
+    hull compares energies computed alike (:mod:`sc_inverse.thermo.jobs`)."""
+    return get_preset(preset).with_updates(
+        ecutwfc=candidate.ecutwfc, ecutrho=candidate.ecutrho, cutoffs_from_library=False,
+        cutoff_rule=candidate.cutoff_rule, relax_system=candidate.relax_system,
+    )
+
+
+def reference_flow(chosen: list[CandidateRecord], preset: str | QePreset, pseudo_dir: str | None,
                    pseudo_pattern: str | None) -> Flow:
     """QE elemental references of every element of the chosen candidates (for their hulls)."""
     elements = sorted({el.symbol for r in chosen for el in r.get_structure().composition.elements})
@@ -95,17 +114,35 @@ def reference_flow(chosen: list[CandidateRecord], preset: str, pseudo_dir: str |
     ).make(elements)
 
 
-def candidate_jobs(rec: CandidateRecord, preset: str, pseudo_dir: str | None,
+def reference_flows(chosen: list[CandidateRecord], presets: dict[str, QePreset], preset: str,
+                    pseudo_dir: str | None, pseudo_pattern: str | None) -> dict[str, Flow]:
+    """One reference flow per set of cutoffs among the chosen candidates: {candidate id: flow}.
+
+    Candidates whose elements give the same cutoffs share references; an element needed at
+    two cutoffs is computed twice (energies at different cutoffs are not comparable).
+    """
+    groups: dict[tuple, list[CandidateRecord]] = {}
+    for rec in chosen:
+        p = presets[rec.id]
+        groups.setdefault((p.ecutwfc, p.ecutrho), []).append(rec)
+    flows = {}
+    for recs in groups.values():
+        flow = reference_flow(recs, reference_preset(preset, presets[recs[0].id]), pseudo_dir,
+                              pseudo_pattern)
+        flows.update({r.id: flow for r in recs})
+    return flows
+
+
+def candidate_jobs(rec: CandidateRecord, preset: QePreset, pseudo_dir: str | None,
                    pseudo_pattern: str | None, references: Flow | None) -> tuple[list, Any, Any, str]:
     """One candidate's EPC flow (and hull job when ``references`` are computed), tagged with
     its material id (structure + settings, :func:`~sc_inverse.pipeline.epc.epc_identity`, so a
     structure found again is the same material) and its record id:
     ``(jobs, epc output, hull output or None, material id)``."""
     structure = rec.get_structure()
-    epc_preset = scaled_test_preset(structure, preset) if preset == "test" else preset
-    mid = epc_identity(structure, epc_preset, pseudo_dir, pseudo_pattern)
+    mid = epc_identity(structure, preset, pseudo_dir, pseudo_pattern)
     epc = ElectronPhononTcMaker(
-        preset=epc_preset, pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern,
+        preset=preset, pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern,
     ).make(structure)
     sym = rec.symmetry
     tag_candidate(
@@ -146,17 +183,19 @@ def dft_stage(
     run = RunDir(Path(run_dir))
     run.write_json(run.screened, [r.model_dump(mode="json") for r in records])
     screened_at = time.time()
-    pattern = pseudo_pattern or get_preset(preset).pseudo_pattern
     chosen, skipped = select_for_dft(
-        records, top_k, lambda r: missing_pseudopotentials(r.get_structure(), pseudo_dir, pattern)
+        records, top_k,
+        lambda r: missing_pseudopotentials(r.get_structure(), pseudo_dir, pseudo_pattern, preset),
     )
     logger.info("DFT stage: %d chosen, %d skipped (no pseudopotential)", len(chosen), len(skipped))
-    refs = reference_flow(chosen, preset, pseudo_dir, pseudo_pattern) if chosen and hull else None
-    jobs: list[Flow | Job] = [refs] if refs is not None else []
+    presets = {r.id: candidate_preset(r.get_structure(), preset, pseudo_dir, pseudo_pattern)
+               for r in chosen}
+    refs = reference_flows(chosen, presets, preset, pseudo_dir, pseudo_pattern) if hull else {}
+    jobs: list[Flow | Job] = list({id(f): f for f in refs.values()}.values())
     epc_outputs, hull_outputs, material_ids = [], [], []
     for rec in chosen:
-        cand_jobs, epc_output, hull_output, mid = candidate_jobs(rec, preset, pseudo_dir,
-                                                                 pseudo_pattern, refs)
+        cand_jobs, epc_output, hull_output, mid = candidate_jobs(
+            rec, presets[rec.id], pseudo_dir, pseudo_pattern, refs.get(rec.id))
         jobs += cand_jobs
         epc_outputs.append(epc_output)
         hull_outputs.append(hull_output)

@@ -99,6 +99,13 @@ class QeInputSummary(BaseModel):
         default_factory=dict, description="Element -> pseudopotential file name."
     )
     pseudo_dir: str | None = None
+    cutoff_rule: str | None = Field(
+        None, description="How ecutwfc/ecutrho were chosen when the preset takes them from the "
+        "pseudopotentials' suggestions (None: the preset's fixed cutoffs)."
+    )
+    kpoint_length_A: float | None = Field(
+        None, description="k-point length (Å) the k grid was made from (fixed or converged)."
+    )
 
     @classmethod
     def from_input(cls, preset: str, text: str, namelists: Sequence[str], **fields) -> QeInputSummary:
@@ -148,6 +155,20 @@ class QeTaskDocBase(BaseModel):
     prefix: str | None = Field(None, description="QE prefix of files in outdir.")
 
 
+class RelaxSymmetry(BaseModel):
+    """Symmetry of a vc-relax: space groups before/after (spglib) and the cell the EPC uses."""
+
+    spacegroup_input: str | None = Field(None, description="e.g. 'Im-3m (229)'; None: not found.")
+    spacegroup_relaxed: str | None = None
+    symprec_A: float = Field(description="spglib tolerance (Å).")
+    standardized: bool = Field(
+        description="structure_standardized is the standardised primitive cell of the relaxed one."
+    )
+    nsites_relaxed: int | None = None
+    nsites_standardized: int | None = None
+    note: str | None = None
+
+
 class PwTaskDoc(QeTaskDocBase):
     """A pw.x run (vc-relax or scf)."""
 
@@ -171,6 +192,11 @@ class PwTaskDoc(QeTaskDocBase):
     kpoint_convergence: list[dict[str, Any]] | None = Field(
         None, description="Automatic k-point search: [{length, grid, energy_eV}] (paper preset)."
     )
+    structure_standardized: Structure | None = Field(
+        None, description="Relax: the cell the next jobs compute on (standardised primitive "
+        "cell of the relaxed structure, see symmetry)."
+    )
+    symmetry: RelaxSymmetry | None = Field(None, description="vc-relax: space groups before/after.")
 
     @classmethod
     def from_directory(
@@ -183,6 +209,7 @@ class PwTaskDoc(QeTaskDocBase):
         timings: Sequence[RunTiming] = (),
         corrections: Sequence[QeCorrection] = (),
         kpoint_convergence: list[dict[str, Any]] | None = None,
+        kpoint_length_A: float | None = None,
     ) -> PwTaskDoc:
         """Document of the pw.x run ``name`` (``name.in`` → ``name.out``) in ``dir_name``.
 
@@ -199,6 +226,7 @@ class PwTaskDoc(QeTaskDocBase):
             preset.name, text, ("control", "system", "electrons", "ions", "cell"),
             kpoints_grid=grid, kpoints_shift=shift, pseudopotentials=pseudos,
             pseudo_dir=control.get("pseudo_dir"), la2f_kpoints_grid=_la2f_grid(directory, text, grid),
+            cutoff_rule=preset.cutoff_rule, kpoint_length_A=kpoint_length_A,
         )
         return cls(
             task_label=task_label,
