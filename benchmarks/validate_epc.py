@@ -42,7 +42,7 @@ from pymatgen.core import Lattice, Structure
 
 from sc_inverse.data import load_jarvis_sc
 from sc_inverse.pipeline.epc import epc_summary, run_epc
-from sc_inverse.qe.eliashberg import allen_dynes_tc
+from sc_inverse.qe.eliashberg import allen_dynes_tc, select_smearing
 from sc_inverse.qe.kpoints import bump_prime_mesh, mesh_from_length
 from sc_inverse.qe.sets import PRESETS, QePreset, parse_fortran_value, read_namelist
 from sc_inverse.records import load_structure
@@ -218,6 +218,7 @@ def _summary_fields(summary: dict, preset: QePreset, workdir: Path) -> dict:
         "qpoints_grid": summary.get("qpoints_grid"),
         "n_q_irreducible": summary.get("n_q_irreducible"),
         "selected_sigma_Ry": summary.get("selected_sigma_Ry"),
+        "selection_rule": summary.get("selection_rule"),
         "lambda": summary.get("lambda"),
         "omega_log_K": summary.get("omega_log_K"),
         "tc_K": summary.get("tc_K"),
@@ -317,6 +318,23 @@ def _separator() -> str:
     return "|" + "---|" * (HEADER.count("|") - 1)
 
 
+def reselect(row: dict) -> dict:
+    """Row with the reported smearing chosen again by the current rule from its stored table
+    (no QE run): how a change of :func:`~sc_inverse.qe.eliashberg.select_smearing` moves T_c."""
+    table = (row.get("epc") or {}).get("smearing_table") or []
+    if not table:
+        return row
+    dos = [t.get("dos_ef_states_per_Ry") for t in table]
+    idx, rule = select_smearing([t["lambda"] for t in table], [t["sigma_Ry"] for t in table],
+                                dos_ef=None if None in dos else dos)
+    sel, mu = table[idx], row.get("mu_star") or 0.1
+    lam_md, wlog_md = sel.get("lambda_qe"), sel.get("omega_log_qe_K")
+    return {**row, "selected_sigma_Ry": sel["sigma_Ry"], "lambda": sel["lambda"],
+            "omega_log_K": sel["omega_log_K"], "tc_K": sel["tc_K"], "selection_rule": rule,
+            "lambda_matdyn": lam_md, "omega_log_matdyn_K": wlog_md,
+            "tc_matdyn_K": allen_dynes_tc(lam_md, wlog_md, mu) if lam_md and wlog_md else None}
+
+
 def load_rows(outdir: Path) -> list[dict]:
     path = outdir / "validation.json"
     return json.loads(path.read_text())["rows"] if path.is_file() else []
@@ -346,6 +364,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     relax.add_argument("--no-relax", dest="relax", action="store_false")
     p.add_argument("--outdir", type=Path, default=DEFAULT_OUTDIR)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/sc_inverse_validate_epc"))
+    p.add_argument("--reselect", action="store_true",
+                   help="no QE: re-apply the current smearing rule to the rows in OUTDIR")
     return p.parse_args(argv)
 
 
@@ -356,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
         [n for n in ("fast", "paper") if n in PRESETS] if not args.variant else [])
     variants = preset_variants(names) + [parse_variant(v) for v in args.variant]
     rows = load_rows(args.outdir)
+    if args.reselect:
+        write_outputs([reselect(r) for r in rows], args.outdir)
+        return
     for variant in variants:
         for key in args.structures:
             row = run_case(REFERENCES[key], variant, args)
