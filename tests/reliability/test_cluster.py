@@ -262,6 +262,17 @@ def test_a_corrupt_launchpad_file_is_one_clear_error(tmp_path):
         locked_mongo_client(path)
 
 
+def test_shipped_queue_adapter_is_ours_and_launches_the_locked_worker():
+    from fireworks.utilities.fw_serializers import load_object_from_file
+
+    from sc_inverse.execution import ScInverseQueueAdapter
+
+    qadapter = load_object_from_file(str(Path(__file__).parents[2] / "my_qadapter.yaml"))
+    assert isinstance(qadapter, ScInverseQueueAdapter) and qadapter.q_type == "SLURM"
+    assert qadapter["rocket_launch"].startswith("sc-inverse rlaunch ")
+    assert "#SBATCH --ntasks=32" in qadapter.get_script_str("/tmp")
+
+
 # ---------------------------------------------------------------------------------------------
 # real FireWorks workers
 # ---------------------------------------------------------------------------------------------
