@@ -252,6 +252,30 @@ def test_locked_clients_see_each_other_and_write_nothing_at_exit(tmp_path, caplo
     assert "does not lock it" in caplog.text
 
 
+def test_a_failed_write_is_one_clear_error_and_the_file_stays_the_truth(tmp_path, monkeypatch):
+    """Disk full while writing: the file keeps the last saved state, the next operation re-reads
+    it instead of carrying on with the unsaved change, and no temporary file is left."""
+    import errno
+
+    from sc_inverse.errors import StoreError
+    from sc_inverse.stores.launchpad_file import locked_mongo_client
+
+    path = tmp_path / "lp.json"
+    coll = locked_mongo_client(path)["db"]["c"]
+    coll.insert_one({"_id": 1, "state": "READY"})
+    saved = path.read_text()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m, pytest.raises(
+            StoreError, match=r"cannot write the LaunchPad file .*lp.json.*space"):
+        m.setattr(os, "replace", disk_full)
+        coll.update_one({"_id": 1}, {"$set": {"state": "RUNNING"}})
+    assert path.read_text() == saved and list(tmp_path.glob(".*tmp")) == []
+    assert coll.find_one({"_id": 1})["state"] == "READY"
+
+
 def test_a_corrupt_launchpad_file_is_one_clear_error(tmp_path):
     from sc_inverse.errors import StoreError
     from sc_inverse.stores.launchpad_file import locked_mongo_client

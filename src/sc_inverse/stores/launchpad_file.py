@@ -86,7 +86,11 @@ class LockedServerStore(ServerStore):
         self._databases: dict[str, DatabaseStore] = {}
         self.path = Path(path).expanduser().resolve()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the LaunchPad lock file {self.lock_path} "
+                             f"({exc.strerror}): its folder must be writable") from exc
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._dirty = False
@@ -122,6 +126,10 @@ class LockedServerStore(ServerStore):
                     try:
                         if self._dirty:
                             self._save()
+                    except OSError as exc:
+                        self._generation, self._stat = -1, None  # re-read: the file is the truth
+                        raise StoreError(f"cannot write the LaunchPad file {self.path} "
+                                         f"({exc.strerror}); the last operation was not saved") from exc
                     finally:
                         self._dirty = False
                         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -198,8 +206,11 @@ class LockedServerStore(ServerStore):
         the rename protects against other processes, not against a crash of the machine."""
         text = json.dumps(self.to_dict(), default=_bson_default)  # bson's dumps, ~4x faster
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self._generation += 1
         os.pwrite(self._lock_fd, f"{self._generation:<20d}\n".encode(), 0)
         self._stat = self._file_stat()
