@@ -439,6 +439,7 @@ def _in_category(j, category: str):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_qlaunch_runs_a_dynamic_flow_as_queue_jobs_and_stops_by_itself(lp_env, monkeypatch):
     """`sc-inverse qlaunch -r rapidfire` on a stand-in for sbatch: one queue job per Firework
     (those created at run time included), each run once, and qlaunch stops when all are done.
