@@ -29,6 +29,9 @@ COMMANDS: dict[str, str] = {
     "build": "sc_inverse.cli.builders:build",
     "query": "sc_inverse.cli.builders:query",
     "submit": "sc_inverse.cli.submit:submit",
+    "rlaunch": "sc_inverse.cli.launch:rlaunch",
+    "qlaunch": "sc_inverse.cli.launch:qlaunch",
+    "lpad": "sc_inverse.cli.launch:lpad",
     "run": "sc_inverse.cli.run:run",
     "report": "sc_inverse.cli.report:report",
 }
@@ -45,6 +48,9 @@ COMMAND_HELP: dict[str, str] = {
     "build": "Run the maggma builders (superconductors, thermo).",
     "query": "Query the superconductors/thermo collections.",
     "submit": "Submit a flow to the FireWorks LaunchPad.",
+    "rlaunch": "FireWorks' rlaunch, safe on the embedded LaunchPad.",
+    "qlaunch": "FireWorks' qlaunch, safe on the embedded LaunchPad.",
+    "lpad": "FireWorks' lpad, safe on the embedded LaunchPad.",
     "run": "Run the whole inverse-design flow locally.",
     "report": "Paper-style figures and summary of a run.",
 }

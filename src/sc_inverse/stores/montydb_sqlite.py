@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sqlite3
 from collections.abc import Iterator
 from functools import cache
 from types import SimpleNamespace
@@ -83,6 +84,13 @@ def check_montydb() -> None:
     _internals(montydb.__version__)
 
 
+#: montydb's table, created if missing in the writer's own transaction: montydb creates a
+#: collection by checking for its file and then creating the table, so a second process
+#: (two FireWorks workers storing their first outputs at once) saw the new file before its table
+#: and failed with "no such table: documents"
+_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS [{}] (k text NOT NULL, v text NOT NULL, PRIMARY KEY(k));"
+
+
 class SqliteTable:
     """The SQLite table of one montydb collection (montydb's collection contractor)."""
 
@@ -93,7 +101,13 @@ class SqliteTable:
     def raw_documents(self) -> Iterator[bytes]:
         """Every stored document as BSON bytes (unordered)."""
         c = self._contractor
-        for (raw,) in c._conn.read_all(c._col_path, 0):
+        try:
+            rows = c._conn.read_all(c._col_path, 0)
+        except sqlite3.OperationalError as exc:  # another process is creating the collection
+            if "no such table" in str(exc):
+                return
+            raise
+        for (raw,) in rows:
             yield raw
 
     def encode(self, doc: dict) -> bytes:
@@ -108,6 +122,7 @@ class SqliteTable:
                "ON CONFLICT(k) DO UPDATE SET v=excluded.v;")
         id_encode = self._internals.bson.id_encode
         with c._conn._connect(c._col_path) as conn, conn:
+            conn.execute(_CREATE_TABLE.format(self._internals.record_table))
             conn.executemany(sql, [(id_encode(_id), raw) for _id, raw in raw_by_id.items()])
 
 
@@ -123,7 +138,11 @@ def sqlite_table(collection: Any) -> SqliteTable | None:
         for inst in collection._components:
             contractor = contractor.contractor_cls(contractor, inst)
         if not contractor._database.collection_exists(contractor._name):
-            contractor._database.collection_create(contractor._name)
+            try:
+                contractor._database.collection_create(contractor._name)
+            except sqlite3.OperationalError as exc:  # created by another process meanwhile
+                if "already exists" not in str(exc):
+                    raise
     except AttributeError as exc:
         raise _unsupported(f"its collections changed: {exc}") from exc
     return SqliteTable(contractor, internals)
