@@ -9,8 +9,25 @@ from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 from pymatgen.core import Structure
 
-from sc_inverse.errors import CalculationError
+from sc_inverse.errors import CalculationError, InputError
 from sc_inverse.qe.flows import ElectronPhononTcMaker
+
+#: Largest cell (atoms) ``epc`` runs without ``--force``. DFPT electron-phonon cost grows
+#: steeply with the cell; measured on fcc-Al supercells (docs/reliability.md, "size guard"),
+#: a cell of this size already needs days of one core per q-point set.
+MAX_EPC_ATOMS = 40
+
+
+def check_epc_size(structure: Structure, force: bool = False,
+                   max_atoms: int = MAX_EPC_ATOMS) -> None:
+    """Refuse (InputError) a cell above ``max_atoms`` unless ``force``: before any structure
+    cleaning, symmetry analysis or pw.x run is paid for."""
+    n = len(structure)
+    if n > max_atoms and not force:
+        raise InputError(
+            f"{structure.composition.reduced_formula}: {n} atoms is above the EPC size limit "
+            f"({max_atoms} atoms: DFPT cost grows ~N^3-N^4, see docs/reliability.md); use the "
+            "primitive cell, or pass --force to run it anyway")
 
 
 def run_epc(structure: Structure, workdir: Path, store: JobStore | None = None, log: bool = False,
