@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +27,6 @@ from sc_inverse.errors import InputError
 
 Verdict = Literal["pass", "fail", "not_evaluated"]
 
-logger = logging.getLogger(__name__)
 
 #: atoms closer than this (Å, periodic images of the same atom included) are flagged
 #: ``atoms_too_close``; pw.x cannot run such a cell and ML predictions on it are meaningless
@@ -258,13 +256,13 @@ def unreadable_record(rid: str, error: str, raw: dict | None = None) -> Candidat
 
 
 def _load_item(load, rid: str, keep_unreadable: bool, raw: dict | None = None) -> CandidateRecord:
-    """``load()``, or (``keep_unreadable``) an :func:`unreadable_record` plus a warning line."""
+    """``load()``, or (``keep_unreadable``) an :func:`unreadable_record` (the command that
+    skips it reports it)."""
     try:
         return load()
     except InputError as exc:
         if not keep_unreadable:
             raise
-        logger.warning("record %s skipped: %s", rid, exc)
         return unreadable_record(rid, str(exc), raw)
 
 
@@ -278,7 +276,7 @@ def load_records(path: str | Path, keep_unreadable: bool = False) -> list[Candid
 
     ``keep_unreadable`` (batch commands: predict, screen, run --include): a record whose
     structure cannot be read (unknown element, no atoms, malformed) does not stop the batch;
-    it is returned as an :func:`unreadable_record` and a warning line names it. Otherwise the
+    it is returned as an :func:`unreadable_record` (the screen reports and skips it). Otherwise the
     first bad record raises :class:`InputError`.
     """
     path = Path(path)

@@ -10,7 +10,7 @@ from sc_inverse.builders import query_results, run_builders
 from sc_inverse.cli.preflight import check_store, say
 from sc_inverse.report.tables import format_rows
 from sc_inverse.settings import get_settings
-from sc_inverse.stores.health import embedded_db_dir
+from sc_inverse.stores.health import embedded_store_exists
 
 
 @click.command("build")
@@ -41,7 +41,7 @@ def query(tc_min, ehull_max, stable_only, fmt):
     on a store this process cannot write)."""
     settings = get_settings()
     where = check_store(settings, write=False)
-    exists = settings.store != "embedded" or embedded_db_dir(settings).is_dir()
+    exists = settings.store != "embedded" or embedded_store_exists(settings)
     rows = query_results(tc_min=tc_min, ehull_max=ehull_max, stable_only=stable_only) if exists else []
     click.echo(format_rows(rows, fmt))
     if fmt == "table":

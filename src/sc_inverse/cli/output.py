@@ -1,8 +1,9 @@
 """What the command line prints besides results: logging, library warnings, spglib's C output.
 
 Quiet by default (``verbosity`` 0): one line per job step (jobflow's "Starting job" lines,
-shortened), the pipeline's stage summaries, warnings and errors; a failed job is one line (its
-exception) instead of jobflow's multi-line traceback. ``-v`` shows every INFO line (timestamps,
+shortened), the pipeline's stage summaries, sc-inverse's warnings and errors; a failed job is
+one line (its exception) instead of jobflow's multi-line traceback; libraries' Python warnings
+(FutureWarning, deprecations, ...) are hidden. ``-v`` shows every INFO line (timestamps,
 logger names, full tracebacks, library warnings), ``-vv`` DEBUG and spglib's own messages.
 
 Each line is printed once: the one handler lives on the root logger, and the CLI runs jobflow
@@ -19,9 +20,6 @@ import warnings
 
 #: loggers whose INFO lines are shown at the default verbosity (stage summaries)
 QUIET_INFO_LOGGERS = ("sc_inverse.pipeline",)
-#: libraries whose warnings are hidden at the default verbosity (shown with -v)
-NOISY_LIBRARIES = r"(torch|chgnet|pymatgen|matgl|alignn|dgl|ase|spglib|sklearn|jarvis|maggma|" \
-                  r"jobflow|monty|fireworks|custodian|matminer|smact|numpy|pandas|mongomock)(\.|$)"
 
 _HANDLER_NAME = "sc-inverse"
 
@@ -77,9 +75,10 @@ def configure_output(verbosity: int = 0) -> None:
         root.setLevel(logging.WARNING)
         for name in (*QUIET_INFO_LOGGERS, "jobflow"):
             logging.getLogger(name).setLevel(logging.INFO)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", module=NOISY_LIBRARIES)
+        # libraries' warnings (FutureWarning, deprecations, "No Pauling electronegativity",
+        # torch tensor copies, ...) only with -v; sc-inverse's own warnings stay visible
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"sc_inverse(\.|$)")
         # spglib (>= 2.x) reads this switch on every call; an explicit user value wins
         os.environ.setdefault("SPGLIB_WARNING", "OFF")
     else:

@@ -63,9 +63,9 @@ def check_output_file(path: Path | str | None, option: str = "--out") -> Path | 
     if path is None:
         return None
     path = Path(path).expanduser()
+    _check_name_lengths(path.absolute(), option)  # first: stat() of a too-long name raises
     if path.is_dir():
         raise InputError(f"{option} {path} is a directory; give a file name inside it")
-    _check_name_lengths(path.absolute(), option)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{option} {path} exists and is not writable")
     _probe_directory(path.absolute().parent, option, path)
@@ -78,9 +78,9 @@ def check_output_dir(path: Path | str | None, option: str = "--out") -> Path | N
     if path is None:
         return None
     path = Path(path).expanduser()
+    _check_name_lengths(path.absolute(), option)
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path} is a file; give a directory")
-    _check_name_lengths(path.absolute(), option)
     _probe_directory(path.absolute(), option, path)
     return path
 

@@ -10,10 +10,12 @@ without importing each other.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -63,6 +65,20 @@ def registry_key(name: str) -> str | None:
         if name.startswith(prefix):
             return key
     return None
+
+
+@contextlib.contextmanager
+def stdout_to_log(name: str) -> Iterator[None]:
+    """Route what a library ``print``s while loading a model (CHGNet: "initialized with N
+    parameters", "will run on cpu") to the DEBUG log: stdout is for a command's results."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.debug("%s: %s", name, line.strip())
 
 
 def download_failure(exc: BaseException) -> str:

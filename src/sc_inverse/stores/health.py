@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import struct
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from sc_inverse.errors import SettingsError, StoreError
 from sc_inverse.settings import ScInverseSettings, get_settings, read_yaml_mapping, setting_source
 from sc_inverse.stores import get_job_store
+from sc_inverse.stores.montydb_sqlite import storage_configured
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,12 @@ def _check_embedded(db: Path, write: bool) -> None:
     if db.is_dir():
         for file in sorted(db.rglob(f"*{COLLECTION_SUFFIX}")):
             check_collection_file(file)
+
+
+def embedded_store_exists(settings: ScInverseSettings) -> bool:
+    """Whether the embedded store has ever been written (reading a store that does not exist
+    would create montydb's config files)."""
+    return storage_configured(str(embedded_db_dir(settings)), "sqlite")
 
 
 def check_collection_file(file: Path) -> None:
@@ -168,8 +176,9 @@ def ping_mongo(where: str, client_kwargs: dict[str, Any], fix: str,
         raise StoreError(f"MongoDB at {where} refused access ({_first_line(exc)}); check the "
                          "username/password settings") from None
     except PyMongoError as exc:
-        raise StoreError(f"MongoDB at {where} not reachable within {timeout_s:g} s "
-                         f"({_first_line(exc).split(' (configured timeouts')[0]}); {fix}") from None
+        why = re.split(r" \(configured timeouts|, Timeout: ", _first_line(exc))[0][:120]
+        raise StoreError(f"MongoDB at {where} not reachable within {timeout_s:g} s ({why}); "
+                         f"{fix}") from None
     finally:
         client.close()
 
@@ -234,4 +243,5 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = ["LAUNCHPAD_FIELDS", "PING_TIMEOUT_S", "check_collection_file", "check_launchpad_file",
-           "check_store", "embedded_db_dir", "mongo_targets", "ping_mongo"]
+           "check_store", "embedded_db_dir", "embedded_store_exists", "mongo_targets",
+           "ping_mongo"]
