@@ -26,4 +26,14 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 echo "[install] sc-inverse and dependencies"
 .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -vE "^WARNING: Location|^$" || true
+
+# PBEsol pseudopotentials generated here with QE's ld1.x from pslibrary's parameters (about a
+# minute on 2 cores; files already built from the same input are kept, so a rerun takes a second).
+# Location: $SC_INVERSE_PSEUDO_DIR, else ~/.local/share/sc-inverse/pseudos/pbesol (the `paper`
+# preset's) and .../pbesol-low (lower-cutoff variants, the `fast` preset's).
+for tier in standard low; do
+  echo "[install] PBEsol pseudopotential library ($tier tier)"
+  .venv/bin/sc-inverse pseudos build --tier "$tier" --workers 2 --quiet \
+    || echo "[install] warning: some pseudopotentials did not build (sc-inverse pseudos list --tier $tier)" >&2
+done
 .venv/bin/python -c "import sc_inverse, torch; print('[install] ok: sc-inverse', sc_inverse.__version__, 'torch', torch.__version__)"

@@ -31,4 +31,4 @@ def test_run_defaults_differ_from_the_single_structure_defaults_on_purpose():
     s = ScInverseSettings()
     assert (s.qe_preset, s.symmetrize) == ("paper", False)  # epc, generate
     assert (s.run_qe_preset, s.run_symmetrize, s.run_n_candidates, s.run_top_k, s.run_elements) == (
-        "test", True, 300, 1, "auto")
+        "fast", True, 300, 1, "auto")  # `run` uses the test preset only when asked

@@ -18,6 +18,7 @@ import argparse
 
 from sc_inverse.execution import submit_flow
 from sc_inverse.pipeline.maker import make_inverse_design_flow
+from sc_inverse.qe.sets import PRESETS
 from sc_inverse.runs import new_run_dir
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--top", type=int, default=62, help="the paper validated 62 candidates")
-    ap.add_argument("--preset", default="paper", choices=["paper", "test"])
+    ap.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     ap.add_argument("--launchpad", default=None)
     args = ap.parse_args()
     run = new_run_dir()

@@ -45,13 +45,13 @@ from sc_inverse.errors import InputError, StoreError
 from sc_inverse.metadata import set_categories
 from sc_inverse.qe.categories import QE_CATEGORY, qe_category_rules
 from sc_inverse.settings import get_settings
-from sc_inverse.stores import get_job_store
+from sc_inverse.stores import AtomicJobStore, get_job_store
 from sc_inverse.stores.launchpad_file import in_memory_only, locked_mongo_client
 
 logger = logging.getLogger(__name__)
 
 
-class SettingsJobStore(JobStore):
+class SettingsJobStore(AtomicJobStore):
     """A JobStore that re-creates itself from the *running* machine's settings.
 
     Serialised it is only ``{"data_dir": ...}`` (no host, no password); deserialised on a

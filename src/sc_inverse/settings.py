@@ -91,12 +91,15 @@ class ScInverseSettings(BaseSettings):
     matdyn_cmd: str = "matdyn.x"
     lambda_cmd: str = "lambda.x"
     mpi_prefix: str = Field("", description="e.g. 'mpirun -np 4' or 'srun'; empty = serial.")
-    pseudo_dir: Path = Field(
-        Path("/usr/share/espresso/pseudo"), description="Directory of the pseudopotential library."
+    pseudo_dir: Path | None = Field(
+        None, description="Pseudopotential directory of the presets without one of their own "
+        "(fast, paper), e.g. a GBRV or SSSP library; None = the PBEsol library built on install "
+        "(~/.local/share/sc-inverse/pseudos/pbesol[-low], see `sc-inverse pseudos list`). The "
+        "test preset keeps Debian's LDA files unless --pseudo-dir is given."
     )
-    pseudo_pattern: str = Field(
-        "{el}_pbesol_v1*.uspp.F.UPF",
-        description="Per-element filename glob ({el} = symbol; matched case-insensitively).",
+    pseudo_pattern: str | None = Field(
+        None, description="Per-element filename glob ({el} = symbol; matched case-insensitively) "
+        "in pseudo_dir; None = the preset's ('{el}.pbesol-*.UPF' for the built library)."
     )
     qe_preset: str = Field(
         "paper", description="QE preset (a name in sc_inverse.qe.sets.PRESETS) of `epc`, "
@@ -119,8 +122,9 @@ class ScInverseSettings(BaseSettings):
     run_n_candidates: int = Field(300, description="Crystals generated per run.")
     run_top_k: int = Field(1, description="Screen survivors validated with QE DFT-PT per run.")
     run_qe_preset: str = Field(
-        "test", description="QE preset of the run's DFT stage: 'test' (cheap, k/q grids scaled per "
-        "cell), unlike qe_preset, because a run validates many unknown cells."
+        "fast", description="QE preset of the run's DFT stage: 'fast' (PBEsol, relaxed, cutoffs "
+        "from the library, fixed k density), cheaper than qe_preset because a run validates many "
+        "unknown cells; 'test' only when asked (CI plumbing, LDA, grids scaled from fcc Al)."
     )
     run_symmetrize: bool = Field(
         True, description="Recover symmetry of the run's generated crystals before screening."

@@ -1,7 +1,7 @@
 """The ``sc-inverse`` command line: every click command of the project lives in this package.
 
 Thin by design: one module per concern (:mod:`.generative`, :mod:`.screening`, :mod:`.qe`,
-:mod:`.builders`, :mod:`.report`, :mod:`.run`, :mod:`.submit`; shared options in
+:mod:`.builders`, :mod:`.report`, :mod:`.run`, :mod:`.submit`, :mod:`.pseudos`; shared options in
 :mod:`.options`) and this group imports them only when called, so ``sc-inverse --help`` does not
 import torch or QE code.
 """
@@ -19,6 +19,7 @@ from sc_inverse.errors import ScInverseError
 #: command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
     "epc": "sc_inverse.cli.qe:epc",
+    "pseudos": "sc_inverse.cli.pseudos:pseudos",
     "train-generator": "sc_inverse.cli.generative:train_generator",
     "generate": "sc_inverse.cli.generative:generate",
     "evaluate-generator": "sc_inverse.cli.generative:evaluate_generator",
@@ -37,6 +38,7 @@ COMMANDS: dict[str, str] = {
 
 COMMAND_HELP: dict[str, str] = {
     "epc": "DFT-PT electron-phonon T_c of one structure with Quantum ESPRESSO.",
+    "pseudos": "Build and list the PBEsol pseudopotential library (ld1.x).",
     "train-generator": "Train the CDVAE generator.",
     "generate": "Sample new crystals from a CDVAE checkpoint.",
     "evaluate-generator": "Validity, uniqueness, novelty and coverage metrics of generated crystals.",

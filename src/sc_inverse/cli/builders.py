@@ -21,8 +21,8 @@ def build(entries_file, only):
                            only=list(only) or None, progress=True)
     for name, s in summary.items():
         click.echo(f"{name}: {s['source_docs']} source docs, {s['skipped_docs']} skipped "
-                   f"(malformed), {s['processed']} processed, {s['errors']} errors, "
-                   f"{s['written']} written")
+                   f"(malformed), {s['missing_blobs']} skipped (blobs missing), "
+                   f"{s['processed']} processed, {s['errors']} errors, {s['written']} written")
 
 
 @click.command("query")
@@ -33,7 +33,11 @@ def build(entries_file, only):
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
 def query(tc_min, ehull_max, stable_only, fmt):
-    """Query the superconductors/thermo collections of the configured store."""
+    """Query the superconductors/thermo collections of the configured store.
+
+    One row per material whose electron-phonon calculation completed; E_above_hull is >= 0
+    (0 = on the hull) and e_phase_separation_eV_per_atom < 0 says by how much a material is
+    below the hull of the other phases."""
     rows = query_results(tc_min=tc_min, ehull_max=ehull_max, stable_only=stable_only)
     click.echo(format_rows(rows, fmt))
     if fmt == "table":

@@ -18,8 +18,7 @@ from sc_inverse.cli.options import (
 )
 from sc_inverse.errors import InputError
 from sc_inverse.execution import fworker_category, recover_lost_runs, submit_flow
-from sc_inverse.metadata import tag_candidate
-from sc_inverse.qe.flows import ElectronPhononTcMaker
+from sc_inverse.pipeline.epc import make_epc_flow
 from sc_inverse.records import load_structure
 from sc_inverse.runs import new_run_dir
 
@@ -40,15 +39,16 @@ def submit() -> None:
 @category_option
 def submit_epc(structure_file, preset, pseudo_dir, pseudo_pattern, fanout, relax,
                launchpad_file, category):
-    """The QE electron-phonon T_c flow of STRUCTURE (relax → scf → ph/q2r/matdyn → T_c)."""
+    """The QE electron-phonon T_c flow of STRUCTURE (relax → scf → ph/q2r/matdyn → T_c →
+    builders), tagged with its material id (structure + settings, as `epc` does)."""
     structure, sid = load_structure(structure_file)
-    flow = ElectronPhononTcMaker(
-        preset=preset, pseudo_dir=str(pseudo_dir.resolve()) if pseudo_dir else None,
+    flow, mid = make_epc_flow(
+        structure, preset=preset, pseudo_dir=str(pseudo_dir.resolve()) if pseudo_dir else None,
         pseudo_pattern=pseudo_pattern, fanout=fanout, relax=relax,
-    ).make(structure)
-    tag_candidate(flow, sid, origin="user")
+    )
     ids = submit_flow(flow, launchpad_file, qe_category=category, name=f"epc {sid}")
-    click.echo(f"submitted {len(ids)} fireworks for {sid} (fw_ids {sorted(ids.values())})")
+    click.echo(f"submitted {len(ids)} fireworks for {sid}, material {mid} "
+               f"(fw_ids {sorted(ids.values())})")
 
 
 @submit.command("flow")

@@ -11,8 +11,10 @@ touches montydb's internals is in :mod:`sc_inverse.stores.montydb_sqlite`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -187,12 +189,34 @@ class EmbeddedStore(MontyStore):
                 logger.error("%s: document failed validation, not stored", self.collection_name)
                 continue
             batch[d["_id"]] = d if sq is None else _encode(sq, d)  # last copy of a key wins
-        if sq is None:  # flatfile/lightning storages: montydb's own (slow) upsert
-            for d in batch.values():
-                d = jsanitize(d, allow_bson=True, recursive_msonable=True)
-                self._collection.replace_one({"_id": d["_id"]}, d, upsert=True)
-            return
-        sq.upsert(batch)
+        try:
+            if sq is None:  # flatfile/lightning storages: montydb's own (slow) upsert
+                for d in batch.values():
+                    d = jsanitize(d, allow_bson=True, recursive_msonable=True)
+                    self._collection.replace_one({"_id": d["_id"]}, d, upsert=True)
+                return
+            sq.upsert(batch)
+        except (sqlite3.Error, OSError) as exc:
+            raise write_error(self, len(batch), exc) from exc
+
+    @property
+    def location(self) -> str:
+        """Where this collection lives on disk (for messages)."""
+        return f"{self.database_path}/{self.database_name}/{self.collection_name}.collection"
+
+
+def write_error(store: EmbeddedStore, n_docs: int, exc: BaseException) -> StoreError:
+    """One-line :class:`StoreError` for a failed write, naming the collection file and, when
+    the disk is full or read-only, what to do about it."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in text:
+        hint = "the disk is full: free space there or set SC_INVERSE_DATA_DIR to a larger disk"
+    elif getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES) or "readonly" in text:
+        hint = "the store is read-only: use a writable SC_INVERSE_DATA_DIR"
+    else:
+        hint = f"{type(exc).__name__}: {text}"
+    return StoreError(f"could not write {n_docs} document(s) to the embedded store "
+                      f"{store.location} ({hint}); nothing of this batch was stored")
 
 
 def _encode(sq: SqliteTable, doc: dict) -> bytes:
