@@ -54,8 +54,7 @@ def epc_settings(structure: Structure, preset: str | QePreset | None = None,
     whether the cell is relaxed first."""
     preset_obj = get_preset(preset)
     fields = json.dumps(dataclasses.asdict(preset_obj), sort_keys=True, default=str)
-    pseudos = find_pseudopotentials(structure, pseudo_dir,
-                                    pseudo_pattern or preset_obj.pseudo_pattern)
+    pseudos = find_pseudopotentials(structure, pseudo_dir, pseudo_pattern, preset=preset_obj)
     return {
         "preset": preset_obj.name,
         "preset_sha256": hashlib.sha256(fields.encode()).hexdigest(),
