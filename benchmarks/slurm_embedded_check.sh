@@ -12,8 +12,9 @@
 # Phases (each prints what it measured):
 #   A  plain FireWorks `rlaunch`/`qlaunch` on the embedded LaunchPad are refused, nothing written
 #   B  fcc Al EPC (test preset, one Firework per q-point) by `sc-inverse qlaunch` as SLURM jobs
-#      (2 at a time on 2 CPUs); Ctrl-C on qlaunch mid-run; a second qlaunch finishes the flow
-#      and stops by itself; every Firework launched once; one Al row in `query`
+#      (2 at a time on 2 CPUs); Ctrl-C on qlaunch mid-run; a second qlaunch finishes the QE jobs
+#      and stops by itself, a CPU worker the flow's last job (no category); every Firework
+#      launched once; one Al row in `query`
 #   C  MPI launchers inside a SLURM job: `srun --mpi=pmix` and `mpirun -np 2` running pw.x
 #   D  the inverse-design flow in the README's order: `sc-inverse rlaunch --until-idle` (jobs of
 #      no category) and `sc-inverse qlaunch --until-idle -r` (QE jobs, reservation mode: one
@@ -157,6 +158,8 @@ echo "after Ctrl-C:                    $(states)  (SLURM jobs still queued/runni
 t_stop=$(date +%s)
 for _ in $(seq 120); do [ "$(squeue -h | wc -l)" -eq 0 ] && break; sleep 1; done
 echo "second qlaunch stopped by itself at t=$(( t_stop - t0 )) s: $(states)"
+(cd launches && sc-inverse rlaunch -l "$WORK/my_launchpad.yaml" -w "$WORK/my_fworker_cpu.yaml" rapidfire > ../rlaunch_b.log 2>&1)
+echo "after a CPU worker ran the flow's last job (build_collections, no category): $(states)"
 jobs_total=$(cat qlaunch1.log qlaunch2.log | grep -c "Job submission was successful" || true)
 empty=$(grep -l "No FireWorks are ready to run and match query" launches/block_*/launcher_*/*.out 2>/dev/null | wc -l || true)
 echo "SLURM jobs submitted: $jobs_total, of which found nothing to run: $empty"
