@@ -29,10 +29,11 @@ echo "[install] sc-inverse and dependencies"
 
 # PBEsol pseudopotentials generated here with QE's ld1.x from pslibrary's parameters (about a
 # minute on 2 cores; files already built from the same input are kept, so a rerun takes a second).
-# Location: $SC_INVERSE_PSEUDO_DIR, else ~/.local/share/sc-inverse/pseudos/pbesol[-low].
+# Location: $SC_INVERSE_PSEUDO_DIR, else ~/.local/share/sc-inverse/pseudos/pbesol (the `paper`
+# preset's) and .../pbesol-low (lower-cutoff variants, the `fast` preset's).
 for tier in standard low; do
   echo "[install] PBEsol pseudopotential library ($tier tier)"
-  .venv/bin/python -m sc_inverse.qe.pslibrary build --tier "$tier" --workers 2 --quiet \
-    || echo "[install] warning: some pseudopotentials did not build (python -m sc_inverse.qe.pslibrary list --tier $tier)" >&2
+  .venv/bin/sc-inverse pseudos build --tier "$tier" --workers 2 --quiet \
+    || echo "[install] warning: some pseudopotentials did not build (sc-inverse pseudos list --tier $tier)" >&2
 done
 .venv/bin/python -c "import sc_inverse, torch; print('[install] ok: sc-inverse', sc_inverse.__version__, 'torch', torch.__version__)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import uuid as uuidlib
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,4 +135,20 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
     return doc
 
 
-__all__ = ["elph_task", "many_elph_tasks", "many_scf_tasks", "scf_task", "set_path"]
+#: the smallest UPF v2 text the pseudopotential checks accept (header + closing tag)
+UPF_V2_STUB = """<UPF version="2.0.1">
+  <PP_HEADER generated="test" element="{el}" pseudo_type="USPP" relativistic="scalar"
+    functional="{functional}" z_valence="3.0" wfc_cutoff="{wfc}" rho_cutoff="{rho}" l_max="2"/>
+  <PP_MESH mesh="2"><PP_R>0.1 0.2</PP_R></PP_MESH>
+</UPF>
+"""
+
+
+def write_upf(path: Path, el: str, wfc: float = 30.0, rho: float = 240.0,
+              functional: str = "PBESOL") -> Path:
+    """A UPF file whose header names ``el``, ``functional`` and the suggested cutoffs (Ry)."""
+    path.write_text(UPF_V2_STUB.format(el=el, functional=functional, wfc=wfc, rho=rho))
+    return path
+
+
+__all__ = ["elph_task", "many_elph_tasks", "many_scf_tasks", "scf_task", "set_path", "write_upf"]

@@ -15,6 +15,7 @@ store moved or on another machine::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,12 +56,24 @@ class RunDir:
             raise InputError(f"{path}: invalid JSON ({exc})") from exc
 
     def write_json(self, path: Path, data: Any) -> Path:
-        """Atomic write: a crash never leaves a half-written file behind."""
+        """Atomic write: a crash never leaves a half-written file behind. NaN/inf (a failed ML
+        prediction, whose record says why in ``errors``) are written as null: they are not JSON."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.write_text(json.dumps(finite_json(data), indent=1, default=str, allow_nan=False))
         tmp.replace(path)
         return path
+
+
+def finite_json(data: Any) -> Any:
+    """``data`` (nested dicts, lists, tuples) with every NaN/±inf float replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
 
 
 def runs_root() -> Path:

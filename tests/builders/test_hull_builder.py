@@ -37,7 +37,9 @@ def test_hull_from_store_references_and_incremental_on_new_reference(stores):
     assert s["processed"] == 3 and s["errors"] == 0
     d = _thermo(th)["c1"]
     assert d["e_form_eV_per_atom"] == pytest.approx(-0.2)
-    assert d["e_above_hull_eV_per_atom"] == pytest.approx(-0.2) and d["stable"] is True
+    # below the Al-Mg tie line: on the hull (0), stable by 0.2 eV/atom against Al + Mg
+    assert d["e_above_hull_eV_per_atom"] == 0.0 and d["stable"] is True
+    assert d["e_phase_separation_eV_per_atom"] == pytest.approx(-0.2)
     assert d["ml_e_form_eV_per_atom"] == -0.5 and d["dft_minus_ml_e_form_eV_per_atom"] == pytest.approx(0.3)
     assert d["is_reference"] is False and d["origin"] == "generated"
     assert HullBuilder(tasks, th).run_with_summary()["processed"] == 0
@@ -48,6 +50,7 @@ def test_hull_from_store_references_and_incremental_on_new_reference(stores):
     s3 = HullBuilder(tasks, th).run_with_summary()
     assert s3["processed"] == 2
     assert _thermo(th)["c1"]["e_above_hull_eV_per_atom"] == pytest.approx(0.0, abs=1e-9)
+    assert _thermo(th)["c1"]["e_phase_separation_eV_per_atom"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_entries_file_and_missing_references(stores, tmp_path):

@@ -16,9 +16,11 @@ from sc_inverse.thermo.jobs import REFERENCE_ROLE
 
 def _seed(tasks):
     docs = [elph_task(i, candidate_id=f"m{i}") for i in range(6)]
-    for i in range(6):  # scf energies for the hull of every material
+    # scf energies for the hull of every material: m0, m1, m5 above their elements' tie line
+    # (E_above_hull 0.5, 0.1, 0.25 eV/atom), the others below it (on the hull: 0)
+    for i, energy in enumerate([-6.0, -6.8, -8.5, -9.5, -10.5, -7.5]):
         s = Structure.from_dict(docs[i]["output"]["structure"])
-        docs.append(scf_task(s, -10.0 - i, 100 + i, {"candidate_id": f"m{i}"}))
+        docs.append(scf_task(s, energy, 100 + i, {"candidate_id": f"m{i}"}))
     for el, e in [("Nb", -4.0), ("N", -3.0), ("V", -4.0), ("Al", -2.0), ("Mg", -1.0), ("Ti", -4.0),
                   ("C", -3.0), ("Zr", -4.0), ("B", -3.0), ("Ta", -5.0), ("P", -3.0)]:
         s = Structure.from_dict(docs[0]["output"]["structure"]).copy()
@@ -35,14 +37,16 @@ def test_build_then_query_formats_and_filters():
         docs = _seed(store.docs_store)
     r = CliRunner().invoke(cli, ["build"])
     assert r.exit_code == 0, r.output
-    assert "TcBuilder: 6 source docs, 0 skipped (malformed), 6 processed" in r.output
+    assert "TcBuilder: 6 source docs, 0 skipped (malformed), 0 skipped (blobs missing), 6 processed" \
+        in r.output
     assert "HullBuilder" in r.output
     r2 = CliRunner().invoke(cli, ["build"])
-    assert "6 source docs, 0 skipped (malformed), 0 processed" in r2.output
+    assert "6 source docs, 0 skipped (malformed), 0 skipped (blobs missing), 0 processed" in r2.output
     rows = json.loads(CliRunner().invoke(cli, ["query", "--format", "json"]).output)
     assert [r["material_id"] for r in rows] == sorted(
         (f"m{i}" for i in range(6)), key=lambda m: -docs[int(m[1:])]["output"]["tc_K"])
-    assert all(r["e_above_hull_eV_per_atom"] is not None for r in rows)
+    assert all(r["e_above_hull_eV_per_atom"] >= 0 for r in rows)
+    assert sorted(round(r["e_above_hull_eV_per_atom"], 6) for r in rows) == [0, 0, 0, 0.1, 0.25, 0.5]
     tc_min = sorted(r["tc_K"] for r in rows)[3]
     hot = json.loads(CliRunner().invoke(cli, ["query", "--tc-min", str(tc_min), "--format", "json"]).output)
     assert len(hot) == 3 and all(r["tc_K"] >= tc_min for r in hot)

@@ -4,6 +4,7 @@ Quantum ESPRESSO (fcc Al with the LDA pseudopotential), convex hull, builders, r
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -27,8 +28,16 @@ pytestmark = [
 
 
 def test_run_then_report_end_to_end(tmp_path, monkeypatch):
+    # relative data and pseudopotential directories, as a user in a project folder has them:
+    # every job runs in its own folder, so nothing may resolve them inside a job
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SC_INVERSE_DATA_DIR", "sc_inverse_data")
+    from sc_inverse.settings import get_settings
+
+    get_settings.cache_clear()
     # a one-element pseudopotential library: every survivor but Al must be reported as skipped
-    # (`--elements all`: with the default `auto` the generator would make only Al cells)
+    # (`--elements all`: with the default `auto` the generator would make only Al cells);
+    # `--preset test` (LDA, seconds): `run` itself defaults to the `fast` preset
     lib = tmp_path / "pseudo"
     lib.mkdir()
     (lib / PSEUDO.name).symlink_to(PSEUDO)
@@ -39,8 +48,9 @@ def test_run_then_report_end_to_end(tmp_path, monkeypatch):
     ]))
     runner = CliRunner()
     res = runner.invoke(cli, [
-        "run", "--n", "6", "--top", "1", "--include", str(EXAMPLES / "al_fcc" / "Al.pwi"),
-        "--pseudo-dir", str(lib), "--criteria", str(criteria), "--keep-known", "--elements", "all",
+        "run", "--n", "6", "--top", "1", "--preset", "test",
+        "--include", str(EXAMPLES / "al_fcc" / "Al.pwi"),
+        "--pseudo-dir", "pseudo", "--criteria", str(criteria), "--keep-known", "--elements", "all",
         "--run-name", "tiny",
     ], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -55,7 +65,14 @@ def test_run_then_report_end_to_end(tmp_path, monkeypatch):
     assert al["e_form_eV_per_atom"] == pytest.approx(0.0, abs=0.05)  # an element vs its own reference
     skipped = [r for r in rows if str(r.get("note", "")).startswith("skipped")]
     assert all("no pseudopotential for" in r["note"] for r in skipped)
-    assert "Top of the superconductors collection" in res.output and "Al" in res.output
+    # the printed table is read back from the collections the flow's finalize job built
+    assert "DFT results of this run (superconductors collection, 1 of 1 completed)" in res.output
+    assert al["material_id"].startswith("Al-225-") and al["material_id"] in res.output
+    # each log line once: jobflow's own handler (which re-printed every line the CLI's handler
+    # printed) is off, so no line comes in its raw format; one "job:" line per job step
+    assert re.search(r"^\d\d:\d\d:\d\d job: qe elph$", res.output, re.MULTILINE), res.output
+    assert "Starting job -" not in res.output and "Finished job" not in res.output
+    assert "Traceback" not in res.output
 
     res = runner.invoke(cli, ["query", "--format", "json"], catch_exceptions=False)
     assert res.exit_code == 0 and '"Al"' in res.output

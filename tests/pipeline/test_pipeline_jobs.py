@@ -1,7 +1,13 @@
 from pymatgen.core import Lattice, Structure
 
 from sc_inverse.metadata import iter_jobs
-from sc_inverse.pipeline.jobs import dft_row, dft_stage, scaled_test_preset
+from sc_inverse.pipeline.jobs import (
+    candidate_preset,
+    dft_row,
+    dft_stage,
+    reference_flows,
+    scaled_test_preset,
+)
 from sc_inverse.qe.sets import get_preset
 from sc_inverse.records import CandidateRecord, SymmetryInfo
 
@@ -35,7 +41,9 @@ def test_dft_row_merges_epc_hull_and_symmetry():
 def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
     pseudo = tmp_path / "pseudo"
     pseudo.mkdir()
-    (pseudo / "Al.pz-vbc.UPF").write_text("<UPF version='2.0.1'>\n<PP_HEADER functional='SLA PZ NOGX NOGC'/>\n")
+    (pseudo / "Al.pz-vbc.UPF").write_text(
+        '<UPF version="2.0.1">\n<PP_HEADER element="Al" pseudo_type="NC" functional="SLA PZ NOGX NOGC"'
+        ' z_valence="3.0"/>\n</UPF>\n')
     al = Structure(Lattice([[0, 2.0, 2.0], [2.0, 0, 2.0], [2.0, 2.0, 0]]), ["Al"], [[0, 0, 0]])
     nbn = Structure(Lattice.cubic(3.0), ["Nb", "N"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     recs = [CandidateRecord.from_structure(nbn, id="nbn", passed=True, rank=1),
@@ -62,3 +70,25 @@ def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
     names = [j.name for j in iter_jobs(resp.replace)]
     assert "convex hull" not in names and not any(n.startswith("qe ref") for n in names)
     assert list(iter_jobs(resp.replace))[-1].function_args[3] == [None]
+
+
+def test_candidates_share_references_only_at_equal_cutoffs(tmp_path):
+    from factories import write_upf
+
+    for el, wfc, rho in (("Al", 28.5, 120.5), ("V", 47.52, 641.3), ("Nb", 41.99, 363.16)):
+        write_upf(tmp_path / f"{el}.pbesol-x.UPF", el, wfc, rho)
+    cells = {"alv": ["Al", "V"], "v": ["V", "V"], "alnb": ["Al", "Nb"]}
+    recs = [CandidateRecord.from_structure(
+        Structure(Lattice.cubic(3.0), els, [[0, 0, 0], [0.5, 0.5, 0.5]]), id=i, passed=True)
+        for i, els in cells.items()]
+    presets = {r.id: candidate_preset(r.get_structure(), "paper", str(tmp_path), None) for r in recs}
+    assert {i: (p.ecutwfc, p.ecutrho) for i, p in presets.items()} == {
+        "alv": (48.0, 642.0), "v": (48.0, 642.0), "alnb": (45.0, 364.0)}
+    flows = reference_flows(recs, presets, "paper", str(tmp_path), None)
+    assert flows["alv"] is flows["v"] and flows["alnb"] is not flows["alv"]
+    elements = {i: sorted(j.metadata["element"] for j in f.jobs if j.name.startswith("qe ref scf"))
+                for i, f in flows.items()}
+    assert elements == {"alv": ["Al", "V"], "v": ["Al", "V"], "alnb": ["Al", "Nb"]}
+    for i, f in flows.items():  # each reference runs at its candidates' cutoffs
+        p = next(j for j in f.jobs if j.name.startswith("qe ref scf")).function.__self__.preset
+        assert (p.ecutwfc, p.ecutrho) == (presets[i].ecutwfc, presets[i].ecutrho)

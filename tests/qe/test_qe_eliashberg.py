@@ -46,8 +46,24 @@ def test_einstein_spectrum_recovers_lambda_and_omega():
 
 
 def test_debye_temperature_of_debye_spectrum():
+    """Modes of a Debye spectrum (weight ∝ ω² up to ω_D) give Θ_D = ω_D; imaginary modes count
+    with ω² < 0, and a spectrum dominated by them has no Θ_D (None with the reason)."""
     w = np.linspace(0, 300.0, 3001)
-    assert E.debye_temperature_K(w, w**2) == pytest.approx(300.0 * units.CM1_TO_K, rel=2e-3)
+    theta, why = E.debye_temperature_K(w[:, None], w**2)
+    assert theta == pytest.approx(300.0 * units.CM1_TO_K, rel=2e-3) and why is None
+    theta, why = E.debye_temperature_K([[-200.0, 100.0, 100.0]], [1.0])
+    assert theta is None and "not positive" in why
+    assert E.mcmillan_tc(1.0, None, 0.1) is None and E.mcmillan_tc(0.05, None, 0.1) == 0.0
+
+
+def test_uncomputable_values_are_none_with_a_reason():
+    """No coupling (λ = 0): ω_log, ω_2 undefined -> None, never NaN; T_c = 0 (below μ*)."""
+    grid = E.frequency_grid(200.0, 2.0)
+    row = E.smearing_row(0.01, grid, np.zeros_like(grid), 0.1, None, "no DOS")
+    assert row["lambda_"] == 0.0 and row["tc_K"] == 0.0 and row["tc_mcmillan_K"] == 0.0
+    assert row["omega_log_K"] is None and row["omega_2_K"] is None
+    assert set(row["undefined_reasons"]) == {"omega_log_K", "omega_2_K"}
+    assert not any(isinstance(v, float) and math.isnan(v) for v in row.values())
 
 
 def test_table_agrees_with_recorded_lambda_x(qe_data):

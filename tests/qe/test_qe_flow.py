@@ -14,6 +14,7 @@ from maggma.stores import MemoryStore
 from pymatgen.core import Lattice, Structure
 from qe_testutils import AL_EXAMPLE, QE_PSEUDO_DIR, ROOT, requires_qe
 
+from factories import write_upf
 from sc_inverse.errors import MissingPseudopotentialError, ParseError
 from sc_inverse.pipeline.epc import run_epc
 from sc_inverse.qe.flows import ElectronPhononTcMaker
@@ -34,7 +35,7 @@ from sc_inverse.units import RY_TO_EV
 def fake_lib(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    (lib / "Al.pz-vbc.UPF").write_text("<UPF/>")
+    write_upf(lib / "Al.pz-vbc.UPF", "Al", functional="SLA PZ NOGX NOGC")
     return lib
 
 
@@ -79,7 +80,7 @@ def test_analyse_recorded_elph(al_elph_dir, al_structure):
     assert len(doc.smearing_table) == 10 and doc.n_q_irreducible == 8
     assert sum(q.weight for q in doc.qpoints) == pytest.approx(1.0)
     assert doc.a2f.a2f and len(doc.a2f.matdyn_a2f) == 10 and doc.a2f.phonon_dos
-    assert [t.step for t in doc.timings] == ["q2r", "matdyn", "lambda"]  # all via run_qe
+    assert [t.step for t in doc.timings] == ["q2r", "matdyn", "matdyn_qgrid", "lambda"]  # run_qe
     assert doc.energy_per_atom_eV == pytest.approx(-56.958)
     assert doc.qe_version == "6.7MaX" and doc.input.qpoints_grid == [4, 4, 4]
 
@@ -159,7 +160,7 @@ def test_fanout_flow_matches_monolithic(al_structure, tmp_path, qe_data, monkeyp
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     doc = run_epc(al_structure, tmp_path / "wd", preset="test", pseudo_dir=str(QE_PSEUDO_DIR),
                   fanout=True)
-    assert doc.fanout and len(doc.timings) == 8 + 3  # 8 q-point ph.x runs, q2r, matdyn, lambda
+    assert doc.fanout and len(doc.timings) == 8 + 4  # 8 ph.x runs, q2r, 2 matdyn, lambda
     ref = parse_lambda_dat(qe_data / "al_elph" / "lambda.dat")  # monolithic run, lambda.x
     for row, r in zip(doc.smearing_table, ref, strict=True):
         assert row.lambda_ == pytest.approx(r["lambda"], abs=3e-3)
@@ -198,8 +199,10 @@ def test_paper_relax_with_automatic_kpoints(al_structure, tmp_path, monkeypatch)
 @requires_qe
 @pytest.mark.qe
 def test_stability_flag_follows_threshold(al_elph_dir, al_structure):
-    """Al's softest mode is ~0 cm⁻¹ (acoustic at Γ): stable at -20, 'unstable' at +50."""
+    """Al's softest judged mode (acoustic at Γ excluded) is the mesh point next to Γ, 47 cm⁻¹:
+    stable at -20, 'unstable' at +50."""
     strict = TEST.with_updates(imaginary_threshold_cm1=50.0)
     doc = analyse_elph(al_elph_dir, strict, (8, 8, 8), structure=al_structure)
     assert doc.dynamically_stable is False and doc.imaginary_threshold_cm1 == 50.0
-    assert -1.0 < doc.min_frequency_cm1 < 50.0
+    assert 40.0 < doc.min_frequency_cm1 < 50.0 and doc.softest_mode_source == "mesh"
+    assert doc.stability_reason.startswith("unstable")

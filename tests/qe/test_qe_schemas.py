@@ -86,7 +86,8 @@ def test_elph_doc_from_recorded_directory_parses_each_file_once(monkeypatch):
             monkeypatch.setattr(schemas, name, counted)
     doc = ElphTaskDoc.from_directory(QE_DATA / "al_elph", TEST, (8, 8, 8), energy_eV=-56.958)
     assert seen and max(seen.values()) == 1, seen.most_common(3)
-    assert len(seen) == 1 + 8 + 8 + 1 + 1 + 1 + 1 + 10  # dyn0, dynN, elph N, ph.out, dos, lambda, lambda.dat, a2F
+    # dyn0, dynN, elph N, ph.out, dos, lambda, lambda.dat, a2F, qgrid.freq + qe.freq (stability)
+    assert len(seen) == 1 + 8 + 8 + 1 + 1 + 1 + 1 + 10 + 2
     assert doc.lambda_ == pytest.approx(0.435, abs=2e-3) and doc.selected_sigma_Ry == 0.01
     row = doc.smearing_table[1]
     assert row.lambda_lambdax == pytest.approx(row.lambda_, abs=2e-3)  # recorded lambda.dat

@@ -10,6 +10,7 @@ from sc_inverse.errors import CalculationError, InputError, MissingPseudopotenti
 from sc_inverse.qe import kpoints as K
 from sc_inverse.qe.pseudos import find_pseudopotentials
 from sc_inverse.qe.sets import (
+    FAST,
     PAPER,
     TEST,
     MatdynInputGenerator,
@@ -50,10 +51,15 @@ def test_pw_scf_input_roundtrip(al_structure, pseudo_lib):
 
 
 def test_paper_vc_relax_settings(al_structure, pseudo_lib):
-    pseudos = find_pseudopotentials(al_structure, pseudo_lib, PAPER.pseudo_pattern or "{el}_pbesol_v1*.uspp.F.UPF")
+    pseudos = find_pseudopotentials(al_structure, pseudo_lib, "{el}_pbesol_v1*.uspp.F.UPF")
     text = PwInputGenerator(preset=PAPER, calculation="vc-relax", max_seconds=3600).get_input_set(
         al_structure, pseudos, (9, 9, 9)).text
     sysnl, el, cell = (read_namelist(text, n) for n in ("system", "electrons", "cell"))
+    ctl = {k: parse_fortran_value(v) for k, v in read_namelist(text, "control").items()}
+    assert (ctl["forc_conv_thr"], ctl["etot_conv_thr"]) == (1e-3, 1e-4)
+    assert parse_fortran_value(cell["press_conv_thr"]) == 0.5
+    assert parse_fortran_value(cell["cell_dynamics"]) == "bfgs"
+    assert parse_fortran_value(read_namelist(text, "ions")["ion_dynamics"]) == "bfgs"
     assert parse_fortran_value(sysnl["ecutwfc"]) == 45.0 and parse_fortran_value(sysnl["ecutrho"]) == 250.0
     assert parse_fortran_value(sysnl["smearing"]) == "mp" and parse_fortran_value(sysnl["degauss"]) == 0.01
     assert parse_fortran_value(sysnl["qcutz"]) == 800.0
@@ -70,9 +76,13 @@ def test_ph_q2r_matdyn_inputs():
     assert nl["el_ph_sigma"] == 0.005 and nl["el_ph_nsigma"] == 10 and nl["fildvscf"] == "dvscf"
     assert (nl["nq1"], nl["start_q"], nl["last_q"]) == (4, 3, 3) and "recover" not in nl
     q2r = read_namelist(Q2rInputGenerator().get_input_set().text, "input")
-    assert parse_fortran_value(q2r["la2f"]) is True
+    assert parse_fortran_value(q2r["la2f"]) is True and parse_fortran_value(q2r["el_ph_nsigma"]) == 10
+    q2r = read_namelist(Q2rInputGenerator(el_ph_nsigma=6).get_input_set().text, "input")
+    assert parse_fortran_value(q2r["el_ph_nsigma"]) == 6  # q2r.x wants every smearing's file
     md = read_namelist(MatdynInputGenerator(preset=TEST).get_input_set((10, 10, 10)).text, "input")
     assert parse_fortran_value(md["dos"]) is True and parse_fortran_value(md["nk3"]) == 10
+    md = read_namelist(MatdynInputGenerator(preset=FAST).get_input_set((9, 9, 9)).text, "input")
+    assert parse_fortran_value(md["el_ph_nsigma"]) == FAST.el_ph_nsigma
 
 
 def test_update_namelist_keeps_everything_else():
@@ -87,8 +97,9 @@ def test_update_namelist_keeps_everything_else():
 
 def test_presets_and_structure_checks():
     assert get_preset("test") is TEST and get_preset(PAPER) is PAPER
+    assert get_preset("fast").name == "fast"
     with pytest.raises(InputError, match="unknown QE preset"):
-        get_preset("fast")
+        get_preset("slow")
     dis = Structure(Lattice.cubic(4), [{"Al": 0.5, "Cu": 0.5}], [[0, 0, 0]])
     with pytest.raises(InputError, match="disordered"):
         clean_structure(dis)
@@ -113,9 +124,15 @@ def test_pseudopotentials_case_insensitive_and_all_missing_reported(pseudo_lib):
 
 
 def test_settings_supply_pseudo_defaults(pseudo_lib, monkeypatch):
+    """A user's GBRV directory through the settings, for the presets without a library of their
+    own; the test preset keeps Debian's LDA directory."""
     monkeypatch.setenv("SC_INVERSE_PSEUDO_DIR", str(pseudo_lib))
+    monkeypatch.setenv("SC_INVERSE_PSEUDO_PATTERN", "{el}_pbesol_v1*.uspp.F.UPF")
     get_settings.cache_clear()
     assert find_pseudopotentials(["V"])["V"].name == "V_PBESOL_V1.4.USPP.F.UPF"
+    assert find_pseudopotentials(["V"], preset="fast")["V"].parent == pseudo_lib
+    with pytest.raises(MissingPseudopotentialError, match="espresso"):
+        find_pseudopotentials(["V"], preset="test")
 
 
 def test_kpoint_rules(al_structure):

@@ -39,12 +39,28 @@ def test_formation_energy_and_hull_distance_by_hand():
     r = hull_analysis(entry, refs)
     assert r.e_form_eV_per_atom == pytest.approx(-2.2 - (-3.0 - 1.0) / 2)  # -0.2
     # hull at x_Mg = 0.5 between Al3Mg (x=.25, Ef=-0.3) and Mg (x=1, Ef=0): -0.3 * (0.5/0.75)
-    assert r.e_above_hull_eV_per_atom == pytest.approx(-0.2 - (-0.2))
+    assert r.e_above_hull_eV_per_atom == pytest.approx(0.0, abs=1e-9)
+    assert r.e_phase_separation_eV_per_atom == pytest.approx(0.0, abs=1e-9)
     assert r.stable is True and set(r.decomposition) == {"MgAl3", "Mg"}
     above = hull_analysis(entry_from_task(_task(-4.0), "c2"), refs)
     assert above.e_above_hull_eV_per_atom == pytest.approx(0.2) and above.stable is False
-    below = hull_analysis(entry_from_task(_task(-5.0), "c3"), refs)
-    assert below.e_above_hull_eV_per_atom < 0 and below.stable  # a new stable phase
+    assert above.e_phase_separation_eV_per_atom == pytest.approx(0.2)
+
+
+def test_below_the_hull_is_on_it_and_stable_by_the_phase_separation_energy():
+    """pymatgen's definitions: E_above_hull >= 0 (the hull includes the candidate), the
+    phase-separation energy is negative by how far below the other phases' hull it lies."""
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+    refs = [_ref("Al", -3.0), _ref("Mg", -1.0), _ref("Al3Mg", -2.8)]
+    entry = entry_from_task(_task(-5.0), "c3")  # -2.5 eV/atom; the refs' hull there: -2.2
+    below = hull_analysis(entry, refs)
+    assert below.e_form_eV_per_atom == pytest.approx(-0.5)
+    assert below.e_above_hull_eV_per_atom == 0.0 and below.stable is True
+    assert below.e_phase_separation_eV_per_atom == pytest.approx(-0.3)
+    pd = PhaseDiagram([*refs, entry])
+    assert pd.get_e_above_hull(entry) == pytest.approx(below.e_above_hull_eV_per_atom, abs=1e-9)
+    assert pd.get_phase_separation_energy(entry) == pytest.approx(-0.3)
 
 
 def test_missing_and_incompatible_references():

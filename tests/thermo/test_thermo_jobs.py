@@ -46,7 +46,8 @@ def test_convex_hull_job_in_a_flow_uses_references_from_args_file_and_store(tmp_
     assert out["e_form_eV_per_atom"] == pytest.approx(-2.25 - (-3.0 - 1.0) / 2)
     assert out["missing_elements"] == [] and len(out["reference_ids"]) == 3
     # AlMg3 from the file lies above the Al-Mg tie line, so the hull at x=0.5 is 0 eV/atom
-    assert out["e_above_hull_eV_per_atom"] == pytest.approx(-0.25) and out["stable"] is True
+    assert out["e_above_hull_eV_per_atom"] == 0.0 and out["stable"] is True
+    assert out["e_phase_separation_eV_per_atom"] == pytest.approx(-0.25)
 
 
 def test_convex_hull_job_needs_an_energy():
@@ -72,6 +73,27 @@ def test_reference_flow_shape():
     assert scf.metadata["hull_role"] == REFERENCE_ROLE and scf.metadata["element"] == "Al"
     assert flow.jobs[0].metadata["hull_role"] != REFERENCE_ROLE  # relax energies are not used
     assert scf.function.__self__.preset.la2f_kpoints_grid is None  # no dense la2F scf needed
+
+
+def test_references_are_computed_at_the_cutoffs_of_the_chemical_system(tmp_path):
+    """The cutoff rule gives Al alone 45/250 Ry but Al-V 48/642 Ry: the references of an Al-V
+    candidate must be computed at 48/642 Ry or the hull finds nothing to compare with."""
+    from factories import write_upf
+
+    for el, wfc, rho in (("Al", 28.5, 120.5), ("V", 47.52, 641.3)):
+        write_upf(tmp_path / f"{el}.pbesol-x.UPF", el, wfc, rho)
+
+    def cutoffs(flow):
+        return {(j.function.__self__.preset.ecutwfc, j.function.__self__.preset.ecutrho)
+                for j in flow.jobs if j.name.startswith("qe ref")}
+
+    assert cutoffs(QeElementalReferenceMaker(preset="paper", pseudo_dir=str(tmp_path)).make(
+        ["Al", "V"])) == {(48.0, 642.0)}
+    assert cutoffs(QeElementalReferenceMaker(preset="paper", pseudo_dir=str(tmp_path)).make(
+        ["Al"])) == {(45.0, 250.0)}
+    flow = QeElementalReferenceMaker(preset="fast", pseudo_dir=str(tmp_path)).make(["V"])
+    relax, scf = flow.jobs[:2]
+    assert relax.function.__self__.standardize and scf.function_kwargs["kpoint_length_A"] is not None
 
 
 @pytest.mark.qe

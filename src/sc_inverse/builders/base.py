@@ -7,7 +7,9 @@ the ``(uuid, index, completed_at)`` of the source documents it was built from (j
 ``get_items`` yields only materials whose stamp differs, so a second run processes 0 items.
 
 Errors: a source document that is not a usable task document is logged, skipped and counted
-(``summary["skipped_docs"]``, when its material is (re)built); a material whose processing
+(``summary["skipped_docs"]``, when its material is (re)built), and so is one that refers to a
+blob missing from the job store's ``"data"`` store (``summary["missing_blobs"]``: the job's
+large arrays were never stored, e.g. the disk filled up); a material whose processing
 fails (or whose every task is malformed) is written as a placeholder
 ``{"valid": False, "errors": [...]}`` with its stamp - the failure is remembered rather than
 retried on every run, and retried as soon as its inputs change - and counted in
@@ -26,6 +28,8 @@ from typing import Any
 
 from maggma.core import Builder, Store
 from tqdm import tqdm
+
+from sc_inverse.stores import DATA_STORE, blob_references, stored_blob_uuids
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +81,15 @@ class MaterialBuilder(Builder):
     #: how many task ids per ``$in`` query when fetching full documents
     fetch_batch: int = 20000
 
-    def __init__(self, tasks: Store, target: Store, chunk_size: int = 5000, **kwargs):
+    def __init__(self, tasks: Store, target: Store, chunk_size: int = 5000,
+                 blobs: Store | None = None, **kwargs):
         self.tasks = tasks
         self.target = target
+        self.blobs = blobs  # the job store's "data" store; None: blob references not checked
         self.target.key = "material_id"
         self.summary: dict[str, Any] = {}
-        super().__init__(sources=[tasks], targets=[target], chunk_size=chunk_size, **kwargs)
+        super().__init__(sources=[tasks, *([blobs] if blobs is not None else [])],
+                         targets=[target], chunk_size=chunk_size, **kwargs)
 
     # -- to implement ---------------------------------------------------------------------
     def kind(self, doc: dict) -> bool:
@@ -121,9 +128,51 @@ class MaterialBuilder(Builder):
             chunk = uuids[i:i + self.fetch_batch]
             yield from self.tasks.query({"uuid": {"$in": chunk}}, properties=list(self.properties))
 
+    def _skip(self, doc: dict, mid: str, why: str) -> None:
+        logger.warning("%s: skipping task %s (material %s): %s", type(self).__name__,
+                       doc.get("uuid"), mid, why)
+
+    def _missing_blobs(self, docs: list[dict]) -> dict[int, list[str]]:
+        """``id(doc) -> blob uuids it refers to that the "data" store does not hold``."""
+        refs = {id(d): [u for name, u in blob_references(d.get("output")) if name == DATA_STORE]
+                for d in docs}
+        if self.blobs is None or not any(refs.values()):
+            return {}
+        wanted = sorted({u for us in refs.values() for u in us})
+        have: set[str] = set()
+        for i in range(0, len(wanted), self.fetch_batch):
+            have |= stored_blob_uuids(self.blobs, wanted[i:i + self.fetch_batch])
+        return {k: [u for u in us if u not in have] for k, us in refs.items()
+                if any(u not in have for u in us)}
+
+    def _accept(self, full: Iterator[dict], where: dict, todo: dict[str, dict]) -> None:
+        """Put the usable full documents into their materials' items; skip and count the
+        malformed ones and those whose blobs are missing."""
+        accepted = []
+        for doc in full:
+            mid = where.get((doc.get("uuid"), doc.get("index")))
+            if mid is None:
+                continue
+            why = self.select(doc)
+            if why is not None:
+                self.summary["skipped_docs"] += 1
+                self._skip(doc, mid, why)
+                continue
+            accepted.append((mid, doc))
+        missing = self._missing_blobs([doc for _, doc in accepted])
+        for mid, doc in accepted:
+            if id(doc) in missing:
+                self.summary["missing_blobs"] += 1
+                self._skip(doc, mid, f"blob(s) {', '.join(missing[id(doc)])} are missing from "
+                           f"the job store's {DATA_STORE!r} store (the job's data was never "
+                           "fully stored; re-run the job)")
+                continue
+            todo[mid]["docs"].append(doc)
+
     def get_items(self) -> Iterator[dict]:
         self.summary = {"builder": type(self).__name__, "source_docs": 0, "skipped_docs": 0,
-                        "items": 0, "processed": 0, "errors": 0, "written": 0}
+                        "missing_blobs": 0, "items": 0, "processed": 0, "errors": 0,
+                        "written": 0}
         self.ensure_indexes()
         # first build (empty target): everything is to do, so read full documents in one pass
         first = next(iter(self.target.query({}, properties=["material_id"], limit=1)), None) is None
@@ -146,18 +195,7 @@ class MaterialBuilder(Builder):
                              "task_ids": sorted(str(d.get("uuid")) for d in docs)}
         where = {(d.get("uuid"), d.get("index")): material_id(d)
                  for mid in todo for d in groups[mid]}
-        full = light if first else self._fetch(sorted({u for u, _ in where}))
-        for doc in full:
-            mid = where.get((doc.get("uuid"), doc.get("index")))
-            if mid is None:
-                continue
-            why = self.select(doc)
-            if why is not None:
-                self.summary["skipped_docs"] += 1
-                logger.warning("%s: skipping task %s (material %s): %s", type(self).__name__,
-                               doc.get("uuid"), mid, why)
-                continue
-            todo[mid]["docs"].append(doc)
+        self._accept(light if first else self._fetch(sorted({u for u, _ in where})), where, todo)
         self.total = len(todo)
         self.summary["items"] = len(todo)
         logger.info("%s: %d source docs, %d materials to (re)build", type(self).__name__,
@@ -170,7 +208,8 @@ class MaterialBuilder(Builder):
         mid = item["material_id"]
         try:
             if not item["docs"]:
-                raise ValueError("every task of this material is malformed (see the log)")
+                raise ValueError("every task of this material is malformed or lacks its "
+                                 "stored blobs (see the log)")
             doc = self.build(mid, item["docs"], item["extra"])
             doc["valid"] = True
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

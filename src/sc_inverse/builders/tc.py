@@ -92,10 +92,10 @@ class TcBuilder(MaterialBuilder):
                       "dynamically_stable", "origin", "chemsys")
 
     def __init__(self, tasks: Store, superconductors: Store, symprec: float = 0.1,
-                 chunk_size: int = 5000, **kwargs):
+                 chunk_size: int = 5000, blobs: Store | None = None, **kwargs):
         self.superconductors = superconductors
         self.symprec = symprec
-        super().__init__(tasks, superconductors, chunk_size=chunk_size, **kwargs)
+        super().__init__(tasks, superconductors, chunk_size=chunk_size, blobs=blobs, **kwargs)
 
     def _source_criteria(self) -> dict:
         return {"output.calc_type": "elph"}

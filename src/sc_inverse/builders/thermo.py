@@ -40,13 +40,13 @@ class HullBuilder(MaterialBuilder):
                       "e_above_hull_eV_per_atom", "e_form_eV_per_atom", "stable", "is_reference")
 
     def __init__(self, tasks: Store, thermo: Store, entries_file: str | None = None,
-                 chunk_size: int = 5000, **kwargs):
+                 chunk_size: int = 5000, blobs: Store | None = None, **kwargs):
         self.thermo = thermo
         self.entries_file = entries_file
         self._refs: list[ComputedEntry] = []
         self._pd_cache: dict = {}
         self._extra_cache: dict = {}
-        super().__init__(tasks, thermo, chunk_size=chunk_size, **kwargs)
+        super().__init__(tasks, thermo, chunk_size=chunk_size, blobs=blobs, **kwargs)
 
     def kind(self, doc: dict) -> bool:
         out = doc.get("output") or {}

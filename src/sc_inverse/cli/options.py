@@ -53,7 +53,8 @@ device_option = click.option("--device", default=None,
                              help=f"torch device, cpu or cuda ({from_settings('device')}).")
 pseudo_dir_option = click.option(
     "--pseudo-dir", type=click.Path(path_type=Path), default=None,
-    help="Pseudopotential directory (default: settings.pseudo_dir).")
+    help="Pseudopotential directory (default: settings.pseudo_dir, else the preset's library: "
+         "the built PBEsol library for fast/paper, Debian's LDA files for test).")
 launchpad_option = click.option(
     "--launchpad", "launchpad_file", type=click.Path(path_type=Path), default=None,
     help="LaunchPad YAML (default: settings.launchpad_file).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import click
@@ -14,17 +13,34 @@ from sc_inverse.cli.options import (
     inverse_design_options,
     run_name_option,
 )
+from sc_inverse.cli.preflight import (
+    EPC_PROGRAMS,
+    check_output_dir,
+    check_preset,
+    check_qe,
+    check_store,
+    say,
+)
 from sc_inverse.execution import run_flow_locally
 from sc_inverse.pipeline.maker import make_inverse_design_flow
 from sc_inverse.report.tables import format_rows
-from sc_inverse.runs import new_run_dir
+from sc_inverse.runs import new_run_dir, runs_root
 from sc_inverse.settings import get_settings
-from sc_inverse.stores import SUPERCONDUCTORS, THERMO, get_job_store, get_store
+from sc_inverse.stores import get_job_store
 
 
-def print_top(rows: list[dict], n: int = 10) -> None:
-    click.echo(f"\nTop of the superconductors collection ({min(n, len(rows))} of {len(rows)}):")
-    click.echo(format_rows(rows[:n], "table") if rows else "(empty)")
+def print_run_results(dft_rows: list[dict], job_store) -> None:
+    """This run's completed DFT candidates as the builders stored them, read back from the
+    collections of the job store the flow wrote to; says so when one is missing there."""
+    done = [r["material_id"] for r in dft_rows if r.get("tc_K") is not None and r.get("material_id")]
+    rows = query_results(job_store=job_store, material_ids=done) if done else []
+    click.echo(f"\nDFT results of this run (superconductors collection, {len(rows)} of "
+               f"{len(done)} completed):")
+    click.echo(format_rows(rows, "table") if rows else "(none)")
+    missing = sorted(set(done) - {r["material_id"] for r in rows})
+    if missing:
+        click.echo(f"warning: DFT completed but no collection row for {', '.join(missing)}: "
+                   "see the builders' log above, then `sc-inverse build`", err=True)
 
 
 @click.command()
@@ -35,21 +51,25 @@ def print_top(rows: list[dict], n: int = 10) -> None:
 def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file, keep_known, elements,
         store, run_name) -> None:
     """Generate → screen → QE-validate → hull → builders, locally, then print the top results."""
-    # --store picks the stores of this run only: handed to the job store, the finalize job's
-    # builders and the query below, never written to the environment
+    # --store picks the stores of this run only: the job store the flow writes to (and whose
+    # collections its finalize job builds and the table below reads), never the environment
     settings = get_settings().model_copy(update={"store": store}) if store else get_settings()
-    logging.getLogger("sc_inverse").setLevel(logging.INFO)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_preset(preset, "run_qe_preset", settings)  # None stays None: the flow reads the setting
+    if (settings.run_top_k if top_k is None else top_k) > 0:
+        check_qe(EPC_PROGRAMS, settings)
+    check_output_dir(runs_root(), "data dir")
+    where = check_store(settings)
     run_dir = new_run_dir(run_name)
-    click.echo(f"run folder: {run_dir.root}")
+    say(f"run folder: {run_dir.root}; task documents and results -> {where}")
     flow = make_inverse_design_flow(
         run_dir.root, n, top_k, preset, seed, optimize_tc, include,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, criteria_file=criteria_file,
-        keep_known=keep_known, elements=elements, store=store,
+        keep_known=keep_known, elements=elements,
     )
+    job_store = get_job_store(settings)
     t0 = time.perf_counter()
-    responses = run_flow_locally(flow, store=get_job_store(settings), root_dir=run_dir.root / "jobs")
+    # log=False: jobflow's own handler would print every line a second time (cli.output)
+    responses = run_flow_locally(flow, store=job_store, root_dir=run_dir.root / "jobs", log=False)
     elapsed = time.perf_counter() - t0
     funnel = run_dir.read_json(run_dir.funnel, default={})
     if not funnel:
@@ -58,6 +78,5 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
         )
     click.echo("\nFunnel: " + " → ".join(f"{k} {v}" for k, v in funnel["counts"].items()))
     click.echo(f"wall time: {elapsed:.0f} s")
-    print_top(query_results(superconductors=get_store(SUPERCONDUCTORS, settings),
-                            thermo=get_store(THERMO, settings)))
+    print_run_results(run_dir.read_json(run_dir.dft, default=[]), job_store)
     click.echo(f"\nreport: sc-inverse report --run {run_dir.root} --out {run_dir.root / 'report'}")

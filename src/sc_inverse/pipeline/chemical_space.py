@@ -10,17 +10,18 @@ from pymatgen.core import Structure
 
 from sc_inverse.errors import MissingPseudopotentialError
 from sc_inverse.qe.pseudos import find_pseudopotentials
-from sc_inverse.qe.sets import get_preset
 from sc_inverse.settings import parse_element_spec
 
 logger = logging.getLogger(__name__)
 
 
 def missing_pseudopotentials(structure_or_elements: Structure | Sequence[str],
-                             pseudo_dir: str | None, pattern: str) -> list[str]:
-    """Elements of ``structure_or_elements`` without a pseudopotential file at ``pattern``."""
+                             pseudo_dir: str | None, pattern: str | None,
+                             preset: str | None = None) -> list[str]:
+    """Elements of ``structure_or_elements`` without a pseudopotential file in the preset's
+    library (or ``pseudo_dir``/``pattern``); only the file names are looked at."""
     try:
-        find_pseudopotentials(structure_or_elements, pseudo_dir, pattern)
+        find_pseudopotentials(structure_or_elements, pseudo_dir, pattern, preset)
     except MissingPseudopotentialError as exc:
         return exc.elements
     return []
@@ -28,9 +29,8 @@ def missing_pseudopotentials(structure_or_elements: Structure | Sequence[str],
 
 def covered_elements(elements: list[str], preset: str, pseudo_dir: str | None = None,
                      pseudo_pattern: str | None = None) -> list[str]:
-    """Those of ``elements`` that have a pseudopotential file at the preset's naming pattern."""
-    missing = missing_pseudopotentials(elements, pseudo_dir,
-                                       pseudo_pattern or get_preset(preset).pseudo_pattern)
+    """Those of ``elements`` that have a pseudopotential file in the preset's library."""
+    missing = missing_pseudopotentials(elements, pseudo_dir, pseudo_pattern, preset)
     return [e for e in elements if e not in missing]
 
 
@@ -39,9 +39,10 @@ def resolve_chemical_space(spec: str | Sequence[str] | None, preset: str,
     """``--elements``: ``all`` (None: no restriction), ``auto`` or element symbols (a list or a
     comma-separated string).
 
-    ``auto`` keeps the generator's elements that the pseudopotential library covers, so every
-    survivor of the screen can go to DFT (with the Debian LDA library: 15 of 62 elements); if the
-    library covers all of them, or none (no library found), generation is not restricted.
+    ``auto`` keeps the generator's elements that the preset's pseudopotential library covers, so
+    every survivor of the screen can go to DFT (the built PBEsol library covers all 62; Debian's
+    LDA files of the ``test`` preset 14); if the library covers all of them, or none (no library
+    found), generation is not restricted.
     """
     spec = parse_element_spec(spec)
     if not spec or spec == "all":

@@ -7,7 +7,8 @@ generate (CDVAE, optional latent T_c optimisation, symmetry recovery)
     pseudopotential library can run, QE elemental references + one :class:`ElectronPhononTcMaker`
     flow and one convex-hull job per candidate; survivors lacking a pseudopotential are recorded
     as skipped
-  → :func:`finalize_run`: ``dft.json`` + ``funnel.json`` in the run folder, then the builders.
+  → :func:`finalize_run`: ``dft.json`` + ``funnel.json`` in the run folder, then the builders
+    on the flow's own job store into that store's ``superconductors``/``thermo`` collections.
 
 Every stage writes its result into the run folder (:mod:`sc_inverse.runs`) as soon as it has it,
 so a failure later never loses what was computed. A failed QE candidate does not stop the
@@ -29,17 +30,17 @@ from pymatgen.core import Structure
 from sc_inverse.builders import run_builders
 from sc_inverse.metadata import set_categories, tag_candidate
 from sc_inverse.pipeline.chemical_space import missing_pseudopotentials
+from sc_inverse.pipeline.epc import epc_identity
 from sc_inverse.pipeline.funnel import funnel_counts, select_for_dft, stage_timings
 from sc_inverse.qe.categories import qe_category_rules
 from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.jobs import QeScfMaker
+from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import QePreset, get_preset
 from sc_inverse.records import CandidateRecord, load_records
 from sc_inverse.runs import RunDir
 from sc_inverse.screening.jobs import ScreenOutput
 from sc_inverse.screening.triage import jarvis_sc_index
-from sc_inverse.settings import get_settings
-from sc_inverse.stores import SUPERCONDUCTORS, THERMO, get_store
 from sc_inverse.thermo.jobs import ConvexHullMaker, QeElementalReferenceMaker
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ RECORD_LIST = TypeAdapter(list[CandidateRecord])
 
 
 def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
-    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al.
+    """The ``test`` preset with k/q grids sized for ``structure`` instead of fcc Al (the flow
+    calls it for ``--preset test`` only; ``fast``/``paper`` size their grids themselves).
 
     The fixed 8³/16³/4³ grids of the Al example would be far too dense for a larger generated
     cell; here n_k = ceil(L/a) with L = :data:`TEST_K_LENGTH_A`, la2F and matdyn grids twice
@@ -62,7 +64,7 @@ def scaled_test_preset(structure: Structure, base: Any = "test") -> QePreset:
     grid keeps ph.x cheap).
     """
     preset = get_preset(base)
-    if preset.kpoints_grid is None:  # paper preset: automatic k convergence already adapts
+    if preset.kpoints_grid is None:  # k from a length or converged: already adapts to the cell
         return preset
     k = tuple(max(1, math.ceil(TEST_K_LENGTH_A / a)) for a in structure.lattice.abc)
     dense = tuple(2 * n for n in k)
@@ -86,7 +88,24 @@ def collect_candidates(generated: list[CandidateRecord], run_dir: str,
     return {"records": records, "n": len(records), "completed_at": time.time()}
 
 
-def reference_flow(chosen: list[CandidateRecord], preset: str, pseudo_dir: str | None,
+def candidate_preset(structure: Structure, preset: str, pseudo_dir: str | None,
+                     pseudo_pattern: str | None) -> QePreset:
+    """The preset one candidate runs with: the ``test`` grids scaled to its cell, the cutoffs
+    of its elements fixed (reads its pseudopotentials: a corrupt file fails here, by name)."""
+    base = scaled_test_preset(structure, preset) if preset == "test" else get_preset(preset)
+    return resolve_pseudopotentials(structure, base, pseudo_dir, pseudo_pattern)[1]
+
+
+def reference_preset(preset: str, candidate: QePreset) -> QePreset:
+    """The run's preset (grids not scaled to any cell) at a candidate's cutoffs, so that the
+    hull compares energies computed alike (:mod:`sc_inverse.thermo.jobs`)."""
+    return get_preset(preset).with_updates(
+        ecutwfc=candidate.ecutwfc, ecutrho=candidate.ecutrho, cutoffs_from_library=False,
+        cutoff_rule=candidate.cutoff_rule, relax_system=candidate.relax_system,
+    )
+
+
+def reference_flow(chosen: list[CandidateRecord], preset: str | QePreset, pseudo_dir: str | None,
                    pseudo_pattern: str | None) -> Flow:
     """QE elemental references of every element of the chosen candidates (for their hulls)."""
     elements = sorted({el.symbol for r in chosen for el in r.get_structure().composition.elements})
@@ -95,28 +114,49 @@ def reference_flow(chosen: list[CandidateRecord], preset: str, pseudo_dir: str |
     ).make(elements)
 
 
-def candidate_jobs(rec: CandidateRecord, preset: str, pseudo_dir: str | None,
-                   pseudo_pattern: str | None, references: Flow | None) -> tuple[list, Any, Any]:
+def reference_flows(chosen: list[CandidateRecord], presets: dict[str, QePreset], preset: str,
+                    pseudo_dir: str | None, pseudo_pattern: str | None) -> dict[str, Flow]:
+    """One reference flow per set of cutoffs among the chosen candidates: {candidate id: flow}.
+
+    Candidates whose elements give the same cutoffs share references; an element needed at
+    two cutoffs is computed twice (energies at different cutoffs are not comparable).
+    """
+    groups: dict[tuple, list[CandidateRecord]] = {}
+    for rec in chosen:
+        p = presets[rec.id]
+        groups.setdefault((p.ecutwfc, p.ecutrho), []).append(rec)
+    flows = {}
+    for recs in groups.values():
+        flow = reference_flow(recs, reference_preset(preset, presets[recs[0].id]), pseudo_dir,
+                              pseudo_pattern)
+        flows.update({r.id: flow for r in recs})
+    return flows
+
+
+def candidate_jobs(rec: CandidateRecord, preset: QePreset, pseudo_dir: str | None,
+                   pseudo_pattern: str | None, references: Flow | None) -> tuple[list, Any, Any, str]:
     """One candidate's EPC flow (and hull job when ``references`` are computed), tagged with
-    its identity: ``(jobs, epc output, hull output or None)``."""
+    its material id (structure + settings, :func:`~sc_inverse.pipeline.epc.epc_identity`, so a
+    structure found again is the same material) and its record id:
+    ``(jobs, epc output, hull output or None, material id)``."""
     structure = rec.get_structure()
+    mid = epc_identity(structure, preset, pseudo_dir, pseudo_pattern)
     epc = ElectronPhononTcMaker(
-        preset=scaled_test_preset(structure, preset) if preset == "test" else preset,
-        pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern,
+        preset=preset, pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern,
     ).make(structure)
     sym = rec.symmetry
     tag_candidate(
-        epc, rec.id, origin=rec.origin, predictions=rec.predictions,
+        epc, mid, origin=rec.origin, predictions=rec.predictions, record_id=rec.id,
         spacegroup_before=sym.spacegroup_before if sym else None,
         spacegroup_after=sym.spacegroup_after if sym else None,
     )
     if references is None:
-        return [epc], epc.output, None
+        return [epc], epc.output, None, mid
     hull = ConvexHullMaker(use_store_references=False).make(
         task_doc=scf_output(epc), references=references.output, entry_id=rec.id
     )
-    tag_candidate(hull, rec.id, origin=rec.origin, predictions=rec.predictions)
-    return [epc, hull], epc.output, hull.output
+    tag_candidate(hull, mid, origin=rec.origin, predictions=rec.predictions, record_id=rec.id)
+    return [epc, hull], epc.output, hull.output, mid
 
 
 @job
@@ -132,39 +172,39 @@ def dft_stage(
     started_at: float | None = None,
     collected_at: float | None = None,
     qe_category: str | None = None,
-    store: str | None = None,
 ) -> Response:
     """Choose the DFT set and replace this job by the QE + hull fan-out and a finalize job.
 
     ``qe_category``: FireWorks category put on the QE jobs created here (they are born at run
     time, after ``submit`` tagged the static jobs), so a cluster's QE worker picks them up.
-    ``store``: results store of the builders' collections (None: ``settings.store``).
     """
     out = ScreenOutput.model_validate(screen_output)
     records = out.records
     run = RunDir(Path(run_dir))
     run.write_json(run.screened, [r.model_dump(mode="json") for r in records])
     screened_at = time.time()
-    pattern = pseudo_pattern or get_preset(preset).pseudo_pattern
     chosen, skipped = select_for_dft(
-        records, top_k, lambda r: missing_pseudopotentials(r.get_structure(), pseudo_dir, pattern)
+        records, top_k,
+        lambda r: missing_pseudopotentials(r.get_structure(), pseudo_dir, pseudo_pattern, preset),
     )
     logger.info("DFT stage: %d chosen, %d skipped (no pseudopotential)", len(chosen), len(skipped))
-    refs = reference_flow(chosen, preset, pseudo_dir, pseudo_pattern) if chosen and hull else None
-    jobs: list[Flow | Job] = [refs] if refs is not None else []
-    epc_outputs, hull_outputs = [], []
+    presets = {r.id: candidate_preset(r.get_structure(), preset, pseudo_dir, pseudo_pattern)
+               for r in chosen}
+    refs = reference_flows(chosen, presets, preset, pseudo_dir, pseudo_pattern) if hull else {}
+    jobs: list[Flow | Job] = list({id(f): f for f in refs.values()}.values())
+    epc_outputs, hull_outputs, material_ids = [], [], []
     for rec in chosen:
-        cand_jobs, epc_output, hull_output = candidate_jobs(rec, preset, pseudo_dir,
-                                                            pseudo_pattern, refs)
+        cand_jobs, epc_output, hull_output, mid = candidate_jobs(
+            rec, presets[rec.id], pseudo_dir, pseudo_pattern, refs.get(rec.id))
         jobs += cand_jobs
         epc_outputs.append(epc_output)
         hull_outputs.append(hull_output)
-    fin = finalize_run(
+        material_ids.append(mid)
+    fin = finalize_job(
         run_dir, [r.id for r in chosen], epc_outputs, hull_outputs, skipped, build=build,
         timestamps={"start": started_at, "collected": collected_at, "screened": screened_at},
-        screen_summary=out.summary, store=store,
+        screen_summary=out.summary, material_ids=material_ids,
     )
-    fin.config = JobConfig(on_missing_references=OnMissing.NONE, expose_store=True)
     jobs.append(fin)
     replacement = Flow(jobs, output=fin.output, name="DFT validation")
     if qe_category:
@@ -190,11 +230,14 @@ def _dump(x: Any) -> dict | None:
     return x.model_dump() if hasattr(x, "model_dump") else dict(x)
 
 
-def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict | None) -> dict:
-    """One Table-1 row: DFT T_c quantities, hull energies and the symmetry of the candidate."""
+def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict | None,
+            mid: str | None = None) -> dict:
+    """One Table-1 row: DFT T_c quantities, hull energies and the symmetry of the candidate
+    (``mid``: its material id in the ``superconductors``/``thermo`` collections)."""
     sym = rec.symmetry if rec else None
     row: dict[str, Any] = {
         "id": rid,
+        "material_id": mid,
         "formula": rec.formula if rec else None,
         "spacegroup_before": sym.spacegroup_before if sym else None,
         "spacegroup_after": sym.spacegroup_after if sym else None,
@@ -209,17 +252,8 @@ def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict 
     if hull:
         row["e_form_eV_per_atom"] = hull.get("e_form_eV_per_atom")
         row["e_above_hull_eV_per_atom"] = hull.get("e_above_hull_eV_per_atom")
+        row["e_phase_separation_eV_per_atom"] = hull.get("e_phase_separation_eV_per_atom")
     return row
-
-
-def _run_builders(store: str | None) -> dict:
-    """Run the builders from this job's store into the ``superconductors``/``thermo``
-    collections of ``store`` (None: ``settings.store`` of the machine running the job)."""
-    settings = get_settings()
-    if store is not None:
-        settings = settings.model_copy(update={"store": store})
-    return run_builders(CURRENT_JOB.store, get_store(SUPERCONDUCTORS, settings),
-                        get_store(THERMO, settings))
 
 
 @job
@@ -232,14 +266,21 @@ def finalize_run(
     build: bool = True,
     timestamps: dict | None = None,
     screen_summary: dict | None = None,
-    store: str | None = None,
+    material_ids: list[str] | None = None,
 ) -> dict:
-    """Write ``dft.json`` and ``funnel.json``, then run the builders on this job's store."""
+    """Write ``dft.json`` and ``funnel.json``, then run the builders on this job's store.
+
+    The builders read the flow's task documents from the job store the job runs with
+    (``expose_store``) and write that store's own ``superconductors``/``thermo`` collections
+    (:func:`~sc_inverse.stores.collection_store`), so ``run`` prints what was built; settings
+    are not re-read here (a relative ``data_dir`` would resolve inside this job's folder).
+    """
     run = RunDir(Path(run_dir))
     screened = {r.id: r for r in load_records(run.screened)}
     generated = load_records(run.candidates)
-    rows = [dft_row(screened.get(i), i, _dump(e), _dump(h))
-            for i, e, h in zip(ids, epc_outputs, hull_outputs, strict=True)]
+    mids = material_ids or [None] * len(ids)
+    rows = [dft_row(screened.get(i), i, _dump(e), _dump(h), m)
+            for i, e, h, m in zip(ids, epc_outputs, hull_outputs, mids, strict=True)]
     rows += skipped
     run.write_json(run.dft, rows)
     # "novel" as the screen's triage defines it: no composition of the packaged JARVIS-SC set
@@ -251,6 +292,15 @@ def finalize_run(
         "screen_summary": screen_summary or {},
     }
     run.write_json(run.funnel, funnel)
-    builders = _run_builders(store) if build else {}
+    builders = run_builders(CURRENT_JOB.store) if build else {}
     return {"run_dir": run_dir, "funnel": funnel["counts"], "timings_s": timings,
             "dft": rows, "builders": builders}
+
+
+def finalize_job(*args, **kwargs) -> Job:
+    """The :func:`finalize_run` job as the flow runs it: it accepts missing outputs (a failed
+    QE candidate must not stop the report) and is handed the flow's job store, whose
+    collections its builders write."""
+    fin = finalize_run(*args, **kwargs)
+    fin.config = JobConfig(on_missing_references=OnMissing.NONE, expose_store=True)
+    return fin

@@ -29,8 +29,8 @@ class InverseDesignMaker(Maker):
 
     ``None`` fields take the ``run_*`` settings when :meth:`make` runs (``n_candidates`` ←
     ``run_n_candidates``, ``top_k`` ← ``run_top_k``, ``preset`` ← ``run_qe_preset``, the generate
-    maker's ``symmetrize`` ← ``run_symmetrize``); ``store`` (the builders' collections) is read
-    by the finalize job on the machine that runs it.
+    maker's ``symmetrize`` ← ``run_symmetrize``). The finalize job builds the collections of
+    the job store the flow runs with.
     """
 
     name: str = "inverse design"
@@ -46,11 +46,12 @@ class InverseDesignMaker(Maker):
     screen_maker: ScreenCandidatesMaker = field(default_factory=ScreenCandidatesMaker)
     extra_records: list[dict] = field(default_factory=list)
     qe_category: str | None = None
-    store: str | None = None
 
     def make(self, run_dir: str | Path) -> Flow:
         settings = get_settings()
+        # paths made absolute here: every job of the flow runs in its own folder
         run_dir = str(Path(run_dir).resolve())
+        pseudo_dir = str(Path(self.pseudo_dir).expanduser().resolve()) if self.pseudo_dir else None
         started = time.time()
         generate_maker = self.generate_maker
         if generate_maker.symmetrize is None:
@@ -62,10 +63,9 @@ class InverseDesignMaker(Maker):
         dft = dft_stage(
             screen.output, run_dir,
             settings.run_top_k if self.top_k is None else self.top_k,
-            self.preset or settings.run_qe_preset, self.pseudo_dir, self.pseudo_pattern,
+            self.preset or settings.run_qe_preset, pseudo_dir, self.pseudo_pattern,
             hull=self.hull, build=self.build, started_at=started,
             collected_at=collect.output["completed_at"], qe_category=self.qe_category,
-            store=self.store,
         )
         return Flow([gen, collect, screen, dft], output=dft.output, name=self.name)
 
@@ -84,7 +84,6 @@ def make_inverse_design_flow(
     criteria_file: Path | None = None,
     keep_known: bool = False,
     elements: str | Sequence[str] | None = None,
-    store: str | None = None,
 ) -> Flow:
     """The flow ``run`` and ``submit inverse-design`` build from their options.
 
@@ -94,7 +93,9 @@ def make_inverse_design_flow(
     """
     settings = get_settings()
     preset = preset or settings.run_qe_preset
-    extra = [r.model_dump(mode="json") for r in load_records(include)] if include else []
+    # a bad --include record is reported and skipped by the screen, not fatal to the run
+    extra = [r.model_dump(mode="json") for r in load_records(include, keep_unreadable=True)] \
+        if include else []
     criteria = [c.model_dump() for c in load_criteria(criteria_file)] if criteria_file else None
     space = resolve_chemical_space(settings.run_elements if elements is None else elements,
                                    preset, pseudo_dir)
@@ -103,5 +104,5 @@ def make_inverse_design_flow(
         generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc, elements=space),
         screen_maker=ScreenCandidatesMaker(relax=relax, criteria=criteria, exclude_known=not keep_known,
                                            screen_kwargs={"progress": True}),
-        extra_records=extra, qe_category=qe_category, store=store,
+        extra_records=extra, qe_category=qe_category,
     ).make(run_dir)

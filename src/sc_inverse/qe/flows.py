@@ -1,4 +1,5 @@
-"""The electron-phonon T_c flow: (vc-relax →) scf(la2F) → ph.x EPC → q2r → matdyn → T_c."""
+"""The electron-phonon T_c flow: (vc-relax → standardised primitive cell →) scf(la2F) → ph.x EPC
+→ q2r → matdyn → T_c."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from sc_inverse.qe.jobs import QeElphMaker, QeRelaxMaker, QeScfMaker
-from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import QePreset, clean_structure, get_preset
 
 
@@ -18,8 +19,12 @@ class ElectronPhononTcMaker(Maker):
 
     The flow's output is the elph job's :class:`~sc_inverse.qe.schemas.ElphTaskDoc`
     (``lambda_``, ``omega_log_K``, ``tc_K``, ``dynamically_stable``, ``structure``,
-    ``energy_eV``, ``smearing_table``). Pseudopotentials are checked in :meth:`make`, so a
-    missing element fails before any job exists. ``relax=None`` follows the preset.
+    ``energy_eV``, ``smearing_table``). Pseudopotentials are found and read in :meth:`make`, so
+    a missing element or a corrupt file fails before any job exists, and the cutoffs of the
+    structure's elements are fixed there for every job (:func:`~sc_inverse.qe.pseudos.
+    resolve_cutoffs`). ``relax=None`` follows the preset; after a vc-relax the later jobs run on
+    the standardised primitive cell of the relaxed structure, with the k grid made from the
+    relax's k-point length for that cell (or the fixed grid).
     """
 
     name: str = "electron-phonon Tc"
@@ -36,10 +41,10 @@ class ElectronPhononTcMaker(Maker):
     walltime_s: float | None = None
 
     def make(self, structure: Structure) -> Flow:
-        preset = get_preset(self.preset)
         structure = clean_structure(structure)
         formula = structure.composition.reduced_formula
-        find_pseudopotentials(structure, self.pseudo_dir, self.pseudo_pattern or preset.pseudo_pattern)
+        _, preset = resolve_pseudopotentials(structure, get_preset(self.preset), self.pseudo_dir,
+                                             self.pseudo_pattern)
         common = {"preset": preset, "pseudo_dir": self.pseudo_dir,
                   "pseudo_pattern": self.pseudo_pattern, "max_seconds": self.max_seconds,
                   "walltime_s": self.walltime_s}
@@ -51,13 +56,16 @@ class ElectronPhononTcMaker(Maker):
         )
         jobs = []
         do_relax = preset.relax if self.relax is None else self.relax
-        kgrid = self.kpoints_grid
+        kgrid, length = self.kpoints_grid, None
         if do_relax:
             relax = relax_maker.make(structure, kpoints_grid=kgrid)
             jobs.append(relax)
-            structure = relax.output.structure
-            kgrid = relax.output.input.kpoints_grid
-        scf = scf_maker.make(structure, kpoints_grid=kgrid)
+            structure = relax.output.structure_standardized
+            if kgrid is None and preset.kpoints_grid is None:
+                length = relax.output.input.kpoint_length_A  # the cell may have changed
+            else:
+                kgrid = relax.output.input.kpoints_grid
+        scf = scf_maker.make(structure, kpoints_grid=kgrid, kpoint_length_A=length)
         jobs.append(scf)
         elph = elph_maker.make(
             scf.output.outdir,

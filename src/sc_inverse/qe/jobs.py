@@ -25,6 +25,7 @@ from typing import Any
 
 from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
 from sc_inverse.errors import CalculationError, InputError
 from sc_inverse.qe.handlers import (
@@ -32,15 +33,17 @@ from sc_inverse.qe.handlers import (
     PwDiagonalizationHandler,
     PwScfConvergenceHandler,
     QeWalltimeHandler,
+    completed_qpoints,
 )
 from sc_inverse.qe.kpoints import (
     as_mesh,
     bump_prime_mesh,
     converge_kpoint_length,
+    mesh_from_length,
     qgrid_from_kgrid,
 )
 from sc_inverse.qe.parsers import parse_dyn0, parse_pw_output
-from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.run import QeRunResult, run_qe
 from sc_inverse.qe.schemas import (
     ELPH_DATA_FIELDS,
@@ -50,6 +53,7 @@ from sc_inverse.qe.schemas import (
     QeCorrection,
     QPointPhonons,
     QPointTaskDoc,
+    RelaxSymmetry,
     RunTiming,
 )
 from sc_inverse.qe.sets import (
@@ -59,6 +63,7 @@ from sc_inverse.qe.sets import (
     PREFIX,
     LambdaInputGenerator,
     MatdynInputGenerator,
+    MatdynQpointsInputGenerator,
     PhInputGenerator,
     PwInputGenerator,
     Q2rInputGenerator,
@@ -115,8 +120,9 @@ def run_pw(
     return run_qe("pw", iset, directory, handlers, settings=settings, step=name)
 
 
-def _converge_kgrid(structure, preset, pseudos, directory: Path) -> tuple[tuple, list[dict]]:
-    """JARVIS automatic k-point length (scf energy to 1 mRy), prime dims bumped."""
+def _converge_kgrid(structure, preset, pseudos, directory: Path):
+    """JARVIS automatic k-point length (scf energy to 1 mRy), prime dims bumped:
+    (mesh, history, converged length in Å)."""
     counter = {"n": 0}
 
     def energy(mesh):
@@ -131,16 +137,72 @@ def _converge_kgrid(structure, preset, pseudos, directory: Path) -> tuple[tuple,
         step=preset.kpoint_length_step, tol_eV=preset.kpoint_tol_eV,
         n_confirm=preset.kpoint_n_confirm,
     )
-    return bump_prime_mesh(conv.mesh), conv.history
+    return bump_prime_mesh(conv.mesh), conv.history, conv.length
 
 
-def resolve_kgrid(structure, preset, pseudos, kpoints_grid, directory: Path):
-    """k grid: explicit > preset > automatic convergence (paper)."""
+def resolve_kgrid(structure, preset, pseudos, kpoints_grid, directory: Path,
+                  kpoint_length_A: float | None = None):
+    """k grid: explicit grid > preset grid > explicit k-point length (e.g. the one the relax
+    converged) > the preset's fixed length (``fast``) > automatic convergence (``paper``).
+
+    Returns (mesh, convergence history or None, k-point length in Å or None); a mesh made from
+    a length has its prime dimensions bumped so that a q grid divides it.
+    """
     if kpoints_grid is not None:
-        return as_mesh(kpoints_grid, "kpoints_grid"), None
+        return as_mesh(kpoints_grid, "kpoints_grid"), None, None
     if preset.kpoints_grid is not None:
-        return as_mesh(preset.kpoints_grid, "preset.kpoints_grid"), None
+        return as_mesh(preset.kpoints_grid, "preset.kpoints_grid"), None, None
+    length = kpoint_length_A or preset.kpoint_length_A
+    if length:
+        return bump_prime_mesh(mesh_from_length(structure, length)), None, float(length)
     return _converge_kgrid(structure, preset, pseudos, directory)
+
+
+def la2f_grid(preset: QePreset, kgrid) -> tuple[int, int, int]:
+    """Grid of the la2F data: the preset's fixed dense grid, ``la2f_kpoints_factor`` × k, or k."""
+    if preset.la2f_kpoints_grid:
+        return as_mesh(preset.la2f_kpoints_grid)
+    factor = preset.la2f_kpoints_factor or 1
+    return tuple(factor * int(n) for n in kgrid)  # type: ignore[return-value]
+
+
+#: spglib tolerance (Å) of the symmetry re-detected after a vc-relax. pw.x keeps the symmetry
+#: of its input to ~1e-6, so the tolerance can be tight; angles are judged by the same distance
+#: tolerance (pymatgen's default of 5° reads a body-centred tetragonal cell with c/a = 1.04 as bcc).
+RELAX_SYMPREC_A = 0.01
+
+
+def _spacegroup(structure: Structure, symprec: float) -> tuple[str | None, SpacegroupAnalyzer | None]:
+    """('Im-3m (229)', analyzer) or (None, None) when spglib finds no symmetry."""
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec, angle_tolerance=-1)
+        return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})", sga
+    except (SymmetryUndeterminedError, ValueError, TypeError):
+        return None, None
+
+
+def standardize_relaxed(initial: Structure, relaxed: Structure,
+                        symprec: float = RELAX_SYMPREC_A) -> tuple[Structure, RelaxSymmetry]:
+    """Standardised primitive cell of ``relaxed`` (spglib via pymatgen) and the space groups
+    before and after the relaxation; the relaxed cell itself when spglib fails."""
+    before, _ = _spacegroup(initial, symprec)
+    after, sga = _spacegroup(relaxed, symprec)
+    note = None
+    standard = relaxed
+    if sga is not None:
+        try:
+            standard = sga.get_primitive_standard_structure()
+        except (SymmetryUndeterminedError, ValueError, TypeError) as exc:
+            note = f"standardisation failed ({exc}); the relaxed cell is used as it is"
+    else:
+        note = "spglib found no symmetry; the relaxed cell is used as it is"
+    if before and after and before != after:
+        logger.warning("%s: space group %s before the relaxation, %s after",
+                       relaxed.composition.reduced_formula, before, after)
+    info = RelaxSymmetry(spacegroup_input=before, spacegroup_relaxed=after, symprec_A=symprec,
+                         standardized=note is None, nsites_relaxed=len(relaxed),
+                         nsites_standardized=len(standard), note=note)
+    return standard, info
 
 
 def run_scf(structure: Structure, preset: QePreset, pseudos: dict[str, Path], kgrid,
@@ -150,7 +212,7 @@ def run_scf(structure: Structure, preset: QePreset, pseudos: dict[str, Path], kg
 
     The dense run is ``scf_la2f``, the phonon-grid run ``scf`` (both pw.x runs' results).
     """
-    dense = as_mesh(preset.la2f_kpoints_grid) if preset.la2f_kpoints_grid else tuple(kgrid)
+    dense = la2f_grid(preset, kgrid)
     single = dense == tuple(kgrid)
     common = {"max_seconds": max_seconds, "walltime_s": walltime_s, "user_params": user_params,
               "settings": settings}
@@ -175,35 +237,47 @@ class _PwMaker(Maker):
     walltime_s: float | None = None
     user_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def _setup(self, structure: Structure, kpoints_grid):
-        """(preset, run directory, pseudopotentials, k grid, k-convergence history)."""
-        preset = get_preset(self.preset)
+    def _setup(self, structure: Structure, kpoints_grid, kpoint_length_A=None):
+        """(preset with the cutoffs of these elements, run directory, pseudopotentials, k grid,
+        k-convergence history, k-point length)."""
         directory = Path.cwd()
-        pseudos = find_pseudopotentials(structure, self.pseudo_dir,
-                                        self.pseudo_pattern or preset.pseudo_pattern)
-        kgrid, history = resolve_kgrid(structure, preset, pseudos, kpoints_grid, directory)
-        return preset, directory, pseudos, kgrid, history
+        pseudos, preset = resolve_pseudopotentials(structure, get_preset(self.preset),
+                                                   self.pseudo_dir, self.pseudo_pattern)
+        kgrid, history, length = resolve_kgrid(structure, preset, pseudos, kpoints_grid,
+                                               directory, kpoint_length_A)
+        return preset, directory, pseudos, kgrid, history, length
 
 
 @dataclass
 class QeRelaxMaker(_PwMaker):
-    """pw.x vc-relax (cell + ions) with the preset's relax settings."""
+    """pw.x vc-relax (cell + ions, BFGS, symmetry kept) with the preset's relax settings.
+
+    ``standardize`` (vc-relax only): spglib re-detects the symmetry of the relaxed cell and
+    ``structure_standardized`` - what the next jobs compute on - is its standardised primitive
+    cell; ``symmetry`` records the space groups before and after.
+    """
 
     name: str = "qe vc-relax"
     calculation: str = "vc-relax"
+    standardize: bool = True
 
     @job(output_schema=PwTaskDoc)
     def make(self, structure: Structure, kpoints_grid=None) -> PwTaskDoc:
-        preset, directory, pseudos, kgrid, history = self._setup(structure, kpoints_grid)
+        preset, directory, pseudos, kgrid, history, length = self._setup(structure, kpoints_grid)
         res = run_pw(structure, preset, self.calculation, pseudos, kgrid, directory, "relax",
                      max_seconds=self.max_seconds, walltime_s=self.walltime_s,
                      user_params=self.user_params)
         doc = PwTaskDoc.from_directory(
             directory, preset, "relax", task_label=self.name, structure_input=structure,
             timings=_timings([res]), corrections=_corrections([res]), kpoint_convergence=history,
+            kpoint_length_A=length,
         )
         if doc.relax_converged is False:
             raise CalculationError(f"{res.output}: {self.calculation} did not converge (bfgs)")
+        doc.structure_standardized = doc.structure
+        if self.standardize and self.calculation == "vc-relax" and doc.structure is not None:
+            doc.structure_standardized, doc.symmetry = standardize_relaxed(structure,
+                                                                           doc.structure)
         return doc
 
 
@@ -211,21 +285,25 @@ class QeRelaxMaker(_PwMaker):
 class QeScfMaker(_PwMaker):
     """pw.x scf whose ``outdir`` feeds ph.x; writes the la2F data α²F needs.
 
-    When the preset has a denser ``la2f_kpoints_grid`` (QE's Al example) that scf runs first
+    When the preset has a denser la2F grid (QE's Al example, ``fast``) that scf runs first
     with ``la2F=.true.`` and the phonon-grid scf second, in the same outdir (pw.x keeps
     ``prefix.a2Fsave``); otherwise one scf on the k grid writes both (JARVIS).
+    ``kpoint_length_A``: make the k grid from this length (the relax's) for this cell.
     """
 
     name: str = "qe scf"
 
     @job(output_schema=PwTaskDoc)
-    def make(self, structure: Structure, kpoints_grid=None) -> PwTaskDoc:
-        preset, directory, pseudos, kgrid, history = self._setup(structure, kpoints_grid)
+    def make(self, structure: Structure, kpoints_grid=None,
+             kpoint_length_A: float | None = None) -> PwTaskDoc:
+        preset, directory, pseudos, kgrid, history, length = self._setup(
+            structure, kpoints_grid, kpoint_length_A)
         runs = run_scf(structure, preset, pseudos, kgrid, directory, max_seconds=self.max_seconds,
                        walltime_s=self.walltime_s, user_params=self.user_params)
         return PwTaskDoc.from_directory(
             directory, preset, "scf", task_label=self.name, structure_input=structure,
             timings=_timings(runs), corrections=_corrections(runs), kpoint_convergence=history,
+            kpoint_length_A=length,
         )
 
 
@@ -260,6 +338,41 @@ def run_ph(preset: QePreset, qgrid, directory: Path, start_q=None, last_q=None,
     iset = gen.get_input_set(qgrid, outdir=OUTDIR, prefix=PREFIX, start_q=start_q,
                              last_q=last_q, max_seconds=max_seconds)
     return run_qe("ph", iset, directory, _ph_handlers(walltime_s), settings=settings)
+
+
+def resume_point(directory: Path) -> int | None:
+    """The irreducible q-point a ph.x run left unfinished in ``directory`` should restart at:
+    None when no q-point finished there (a fresh run), ``n_q + 1`` when all did. The same
+    restart rule as :class:`~sc_inverse.qe.handlers.PhRecoverHandler` (first q without its
+    dyn + elph files; finished q-points are independent and kept)."""
+    done = completed_qpoints(directory, FILDYN)
+    dyn0 = directory / f"{FILDYN}0"
+    if not done or not dyn0.is_file():
+        return None
+    start = 1
+    while start in done:
+        start += 1
+    return min(start, len(parse_dyn0(dyn0)[1]) + 1) if start > 1 else None
+
+
+def run_ph_resuming(preset: QePreset, qgrid, directory: Path, max_seconds=None,
+                    walltime_s=None) -> tuple[list[QeRunResult], list[QeCorrection]]:
+    """ph.x in ``directory``, continuing a run that an earlier process left there (killed):
+    from its first unfinished q-point, or not at all when every q-point finished. Returns the
+    ph.x runs and a ``resume`` correction that records where it restarted."""
+    start = resume_point(directory)
+    if start is None:
+        return [run_ph(preset, qgrid, directory, max_seconds=max_seconds,
+                       walltime_s=walltime_s)], []
+    n_q = len(parse_dyn0(directory / f"{FILDYN}0")[1])
+    note = QeCorrection(handler="resume", step="ph", errors=[
+        f"q-points 1-{start - 1} of {n_q} finished in an earlier run in {directory}"],
+        actions=[{"_set": {"inputph.start_q": start}}] if start <= n_q else [])
+    logger.info("ph.x: resuming in %s at q-point %d of %d", directory, start, n_q)
+    if start > n_q:
+        return [], [note]
+    return [run_ph(preset, qgrid, directory, start_q=start, max_seconds=max_seconds,
+                   walltime_s=walltime_s)], [note]
 
 
 def run_qpoint(preset: QePreset, qpoints_grid, scf_outdir, prefix: str, q_index: int,
@@ -308,12 +421,17 @@ def run_lambda_x(directory: Path, qpoints: list[QPointPhonons], mu_star: float,
 def run_elph_postprocessing(directory: Path, preset: QePreset, kgrid, ph_data: PhElphData,
                             settings=None) -> list[QeRunResult]:
     """q2r.x (force constants + EPC linewidths), matdyn.x (phonon DOS and interpolated α²F on
-    the preset's matdyn grid, else the k grid) and lambda.x, in ``directory``."""
-    q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC).get_input_set()
+    the preset's matdyn grid, else the k grid), matdyn.x again on ph.x's irreducible q points
+    (ASR-corrected q-grid frequencies for the stability verdict) and lambda.x, in ``directory``."""
+    q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC,
+                            el_ph_nsigma=preset.el_ph_nsigma).get_input_set()
     runs = [run_qe("q2r", q2r, directory, settings=settings)]
     nk = preset.matdyn_nk or tuple(kgrid)
     matdyn = MatdynInputGenerator(preset=preset, flfrc=FLFRC).get_input_set(nk)
     runs.append(run_qe("matdyn", matdyn, directory, settings=settings))
+    _, irreducible = parse_dyn0(directory / f"{FILDYN}0")  # full precision (elph files: 6 digits)
+    qlist = MatdynQpointsInputGenerator(flfrc=FLFRC).get_input_set(irreducible)
+    runs.append(run_qe("matdyn", qlist, directory, settings=settings, step="matdyn_qgrid"))
     runs.append(run_lambda_x(directory, ph_data.qpoints, preset.mu_star, settings))
     return runs
 
@@ -383,11 +501,11 @@ class QeElphMaker(Maker):
         if self.fanout:
             return self._fan_out(preset, scf_outdir, prefix, kgrid, qgrid, directory, structure,
                                  energy_eV)
-        res = run_ph(preset, qgrid, directory, max_seconds=self.max_seconds,
-                     walltime_s=self.walltime_s)
+        runs, resumed = run_ph_resuming(preset, qgrid, directory, self.max_seconds,
+                                        self.walltime_s)
         doc = analyse_elph(directory, preset, kgrid, structure=structure, energy_eV=energy_eV,
-                           label=self.name, timings=_timings([res]),
-                           corrections=_corrections([res]), fanout=False)
+                           label=self.name, timings=_timings(runs),
+                           corrections=[*resumed, *_corrections(runs)], fanout=False)
         if self.cleanup:
             shutil.rmtree(directory / OUTDIR, ignore_errors=True)
             doc.outdir = None

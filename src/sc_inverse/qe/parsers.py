@@ -5,8 +5,8 @@ missing, empty or truncated where data is required; ``require_done=False`` lets 
 handlers look at unfinished outputs.
 
 Files understood: pw.x output (scf/relax/vc-relax), ph.x output, ph.x ``elph_dir/elph.inp_lambda.N``,
-dynamical-matrix files (``fildynN``), matdyn's ``lambda`` table, ``a2F.dosN`` and ``phonon.dos``,
-lambda.x's ``lambda.dat``.
+dynamical-matrix files (``fildynN``), matdyn's ``lambda`` table, ``a2F.dosN``, ``phonon.dos`` and
+frequency files (``flfrq``), lambda.x's ``lambda.dat``.
 """
 
 from __future__ import annotations
@@ -406,6 +406,39 @@ def parse_phonon_dos(path: str | Path) -> tuple[list[float], list[float]]:
     if arr.size == 0:
         raise ParseError(f"{path}: empty phonon DOS")
     return arr[:, 0].tolist(), arr[:, 1].tolist()
+
+
+@dataclass
+class MatdynFrequencies:
+    """matdyn's frequency file (``flfrq``): the modes at each q point it computed."""
+
+    path: str
+    qpoints_2pi_alat: list[list[float]]  # cartesian, units 2π/alat (as matdyn writes them)
+    frequencies_cm1: list[list[float]]  # one row of 3·nat modes per q point, ascending
+
+
+#: numbers of a matdyn ``flfrq`` file: fixed-point (q: f10.6, modes: f10.4, possibly touching
+#: when a negative mode fills its field) or a field of asterisks (Fortran overflow)
+_FLFRQ_NUMBER = re.compile(r"[-+]?\d+\.\d+|\*+")
+
+
+def parse_matdyn_frequencies(path: str | Path) -> MatdynFrequencies:
+    """matdyn's ``flfrq`` file: ``&plot nbnd=N, nks=M /``, then per q point its coordinates
+    and its N frequencies (cm⁻¹)."""
+    text = _read(path)
+    head = re.match(r"\s*&plot\s+nbnd=\s*(\d+)\s*,\s*nks=\s*(\d+)\s*/", text)
+    if not head:
+        raise ParseError(f"{path}: not a matdyn frequency file (no '&plot nbnd=, nks= /' header)")
+    nbnd, nks = int(head.group(1)), int(head.group(2))
+    numbers = _FLFRQ_NUMBER.findall(text[head.end():])
+    if any(x.startswith("*") for x in numbers):
+        raise ParseError(f"{path}: a value overflowed its Fortran field (*****)")
+    if len(numbers) != nks * (3 + nbnd) or nks == 0:
+        raise ParseError(
+            f"{path}: expected {nks} q points x (3 + {nbnd}) numbers, found {len(numbers)} (truncated?)"
+        )
+    rows = np.array([float(x) for x in numbers]).reshape(nks, 3 + nbnd)
+    return MatdynFrequencies(str(path), rows[:, :3].tolist(), rows[:, 3:].tolist())
 
 
 def parse_lambda_dat(path: str | Path) -> list[dict[str, float]]:

@@ -20,6 +20,7 @@ jobs can route them to jobflow's additional store named ``"data"`` (atomate2 con
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,18 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 from sc_inverse.errors import CalculationError, InputError, ParseError
 from sc_inverse.qe.eliashberg import EliashbergResult, debye_temperature_K, eliashberg_table
 from sc_inverse.qe.parsers import (
     ElphQ,
+    MatdynFrequencies,
     parse_a2f_dos,
     parse_dyn0,
     parse_dyn_file,
     parse_elph_lambda_file,
     parse_lambda_dat,
+    parse_matdyn_frequencies,
     parse_matdyn_lambda,
     parse_ph_output,
     parse_phonon_dos,
@@ -47,13 +50,16 @@ from sc_inverse.qe.parsers import (
 from sc_inverse.qe.sets import (
     DEFAULT_IMAGINARY_THRESHOLD_CM1,
     FILDYN,
+    MESH_FREQ,
     OUTDIR,
     PHONON_DOS,
     PREFIX,
+    QGRID_FREQ,
     QePreset,
     parse_fortran_value,
     read_namelist,
 )
+from sc_inverse.qe.stability import assess_stability
 from sc_inverse.units import RY_TO_CM1, RY_TO_EV
 
 #: Fields of :class:`ElphTaskDoc` that hold large arrays; jobs send them to the "data" store.
@@ -93,6 +99,13 @@ class QeInputSummary(BaseModel):
         default_factory=dict, description="Element -> pseudopotential file name."
     )
     pseudo_dir: str | None = None
+    cutoff_rule: str | None = Field(
+        None, description="How ecutwfc/ecutrho were chosen when the preset takes them from the "
+        "pseudopotentials' suggestions (None: the preset's fixed cutoffs)."
+    )
+    kpoint_length_A: float | None = Field(
+        None, description="k-point length (Å) the k grid was made from (fixed or converged)."
+    )
 
     @classmethod
     def from_input(cls, preset: str, text: str, namelists: Sequence[str], **fields) -> QeInputSummary:
@@ -142,6 +155,20 @@ class QeTaskDocBase(BaseModel):
     prefix: str | None = Field(None, description="QE prefix of files in outdir.")
 
 
+class RelaxSymmetry(BaseModel):
+    """Symmetry of a vc-relax: space groups before/after (spglib) and the cell the EPC uses."""
+
+    spacegroup_input: str | None = Field(None, description="e.g. 'Im-3m (229)'; None: not found.")
+    spacegroup_relaxed: str | None = None
+    symprec_A: float = Field(description="spglib tolerance (Å).")
+    standardized: bool = Field(
+        description="structure_standardized is the standardised primitive cell of the relaxed one."
+    )
+    nsites_relaxed: int | None = None
+    nsites_standardized: int | None = None
+    note: str | None = None
+
+
 class PwTaskDoc(QeTaskDocBase):
     """A pw.x run (vc-relax or scf)."""
 
@@ -165,6 +192,11 @@ class PwTaskDoc(QeTaskDocBase):
     kpoint_convergence: list[dict[str, Any]] | None = Field(
         None, description="Automatic k-point search: [{length, grid, energy_eV}] (paper preset)."
     )
+    structure_standardized: Structure | None = Field(
+        None, description="Relax: the cell the next jobs compute on (standardised primitive "
+        "cell of the relaxed structure, see symmetry)."
+    )
+    symmetry: RelaxSymmetry | None = Field(None, description="vc-relax: space groups before/after.")
 
     @classmethod
     def from_directory(
@@ -177,6 +209,7 @@ class PwTaskDoc(QeTaskDocBase):
         timings: Sequence[RunTiming] = (),
         corrections: Sequence[QeCorrection] = (),
         kpoint_convergence: list[dict[str, Any]] | None = None,
+        kpoint_length_A: float | None = None,
     ) -> PwTaskDoc:
         """Document of the pw.x run ``name`` (``name.in`` → ``name.out``) in ``dir_name``.
 
@@ -193,6 +226,7 @@ class PwTaskDoc(QeTaskDocBase):
             preset.name, text, ("control", "system", "electrons", "ions", "cell"),
             kpoints_grid=grid, kpoints_shift=shift, pseudopotentials=pseudos,
             pseudo_dir=control.get("pseudo_dir"), la2f_kpoints_grid=_la2f_grid(directory, text, grid),
+            cutoff_rule=preset.cutoff_rule, kpoint_length_A=kpoint_length_A,
         )
         return cls(
             task_label=task_label,
@@ -221,19 +255,39 @@ class PwTaskDoc(QeTaskDocBase):
         )
 
 
+def null_non_finite(model: BaseModel) -> BaseModel:
+    """Null every NaN/inf float field of ``model`` (not a value, and not valid JSON), saying so
+    in its ``undefined_reasons``; a non-finite value in a field that cannot be null is an error.
+
+    The computations return None with their own reason; this catches what slips through."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            if info.is_required() or info.default is not None:
+                raise ValueError(f"{name} is {value}: it must be a finite number")
+            setattr(model, name, None)
+            model.undefined_reasons.setdefault(name, f"computed a non-finite value ({value})")
+    return model
+
+
 class SmearingRow(BaseModel):
     """Eliashberg results for one electronic (Gaussian) smearing of the EPC calculation."""
 
     sigma_Ry: float = Field(description="el_ph_sigma value (Ry).")
     lambda_: float = Field(description="λ = 2∫α²F(ω)/ω dω.")
-    omega_log_K: float = Field(description="ω_log = exp[(2/λ)∫α²F ln ω / ω dω] in K.")
+    omega_log_K: float | None = Field(
+        None, description="ω_log = exp[(2/λ)∫α²F ln ω / ω dω] in K (None: λ = 0)."
+    )
     omega_2_K: float | None = Field(None, description="sqrt(<ω²>) in K (McMillan-Allen).")
-    tc_K: float = Field(description="Allen-Dynes T_c, ω_log/1.2 prefactor (paper Eq. 6), in K.")
+    tc_K: float | None = Field(
+        None, description="Allen-Dynes T_c, ω_log/1.2 prefactor (paper Eq. 6), in K."
+    )
     tc_allen_dynes_f1f2_K: float | None = Field(
         None, description="Allen-Dynes T_c with the strong-coupling factors f1·f2 (needs ω_2)."
     )
     tc_mcmillan_K: float | None = Field(
-        None, description="McMillan T_c, Θ_D/1.45 prefactor, Θ_D from the phonon DOS (see eliashberg)."
+        None, description="McMillan T_c, Θ_D/1.45 prefactor, Θ_D from the phonon second moment "
+                          "(see eliashberg)."
     )
     dos_ef_states_per_Ry: float | None = Field(
         None, description="N(E_F) per spin per cell (states/Ry), as printed by ph.x."
@@ -246,6 +300,13 @@ class SmearingRow(BaseModel):
         None, description="λ from QE's lambda.x on the same per-q files (cross-check)."
     )
     omega_log_lambdax_K: float | None = Field(None, description="ω_log from lambda.x (K).")
+    undefined_reasons: dict[str, str] = Field(
+        default_factory=dict, description="Field -> why it is null (could not be computed)."
+    )
+
+    @model_validator(mode="after")
+    def _finite(self) -> SmearingRow:
+        return null_non_finite(self)
 
 
 class A2FData(BaseModel):
@@ -258,11 +319,16 @@ class A2FData(BaseModel):
         default_factory=list, description="α²F per smearing (rows follow sigmas_Ry)."
     )
     phonon_dos_frequencies_cm1: list[float] = Field(default_factory=list)
-    phonon_dos: list[float] = Field(default_factory=list, description="states/cm⁻¹ per cell.")
+    phonon_dos: list[float] | None = Field(
+        default_factory=list, description="matdyn's phonon DOS, states/cm⁻¹ per cell."
+    )
     matdyn_a2f: list[list[float]] | None = Field(
         None, description="matdyn's interpolated α²F (a2F.dosN) on matdyn_frequencies_cm1."
     )
     matdyn_frequencies_cm1: list[float] | None = None
+    undefined_reasons: dict[str, str] = Field(
+        default_factory=dict, description="Field -> why it is null (could not be computed)."
+    )
 
 
 class QPointPhonons(BaseModel):
@@ -376,12 +442,35 @@ class ElphTaskDoc(QeTaskDocBase):
     qpoints_grid: list[int] | None = None
     n_q_irreducible: int | None = None
     qpoints: list[QPointPhonons] = Field(default_factory=list)
+    # dynamical stability (rule: sc_inverse.qe.stability)
     min_frequency_cm1: float | None = Field(
-        None, description="Lowest frequency over the ph.x q points and the matdyn DOS grid."
+        None, description="Lowest ASR-corrected frequency the verdict judged: the lower of "
+                          "min_frequency_qgrid_cm1 and min_frequency_mesh_cm1."
     )
+    min_frequency_qgrid_cm1: float | None = Field(
+        None, description="Lowest frequency on ph.x's irreducible q points after the acoustic sum "
+                          "rule (matdyn.x), the three acoustic modes at Γ excluded."
+    )
+    min_frequency_mesh_cm1: float | None = Field(
+        None, description="Lowest frequency on matdyn.x's interpolated DOS mesh (ASR imposed), "
+                          "the three acoustic modes at Γ excluded."
+    )
+    min_frequency_raw_cm1: float | None = Field(
+        None, description="Lowest frequency of ph.x's own dynamical matrices (no sum rule, "
+                          "acoustic modes at Γ included); for comparison, not used by the verdict."
+    )
+    softest_qpoint_2pi_alat: list[float] | None = Field(
+        None, description="q (cartesian, 2π/alat) of the lowest judged mode."
+    )
+    softest_mode_source: str | None = Field(None, description="'q grid' or 'mesh'.")
+    phonon_mesh: list[int] | None = Field(None, description="matdyn.x's mesh (nk1, nk2, nk3).")
     imaginary_threshold_cm1: float = DEFAULT_IMAGINARY_THRESHOLD_CM1
     dynamically_stable: bool | None = Field(
-        None, description="True when no mode is below imaginary_threshold_cm1."
+        None, description="True when no judged mode is below imaginary_threshold_cm1."
+    )
+    stability_reason: str = Field("", description="What the verdict saw, in words.")
+    undefined_reasons: dict[str, str] = Field(
+        default_factory=dict, description="Field -> why it is null (could not be computed)."
     )
     # carried from the scf job so that one document answers the end-to-end flow
     energy_eV: float | None = Field(None, description="scf total energy of `structure` (eV).")
@@ -407,30 +496,33 @@ class ElphTaskDoc(QeTaskDocBase):
         """Eliashberg analysis of a directory where ph.x, q2r.x, matdyn.x and lambda.x ran.
 
         Reads the ph.x files (unless ``ph_data`` already holds them), ``ph.in`` (input summary),
-        ``ph.out`` (QE version, unless given), matdyn's ``phonon.dos``, ``lambda`` and
-        ``a2F.dosN``, and lambda.x's ``lambda.dat``. ``kpoints_grid`` (the scf's), ``structure``
-        and ``energy_eV`` come from the scf job; ``mu_star`` and the stability threshold from
-        ``preset``.
+        ``ph.out`` (QE version, unless given), matdyn's ``qgrid.freq``, ``qe.freq``,
+        ``phonon.dos``, ``lambda`` and ``a2F.dosN``, and lambda.x's ``lambda.dat``.
+        ``kpoints_grid`` (the scf's), ``structure`` and ``energy_eV`` come from the scf job;
+        ``mu_star`` and the stability threshold from ``preset``. What cannot be computed is
+        None, with the reason in ``undefined_reasons``.
         """
         directory = Path(dir_name)
         ph_data = ph_data or PhElphData.from_directory(directory)
         if qe_version is None and (directory / "ph.out").is_file():
             qe_version = parse_ph_output(directory / "ph.out").version
-        dos_w, dos = parse_phonon_dos(directory / PHONON_DOS)
-        theta_D = debye_temperature_K(dos_w, dos)
         qpoints = ph_data.qpoints
+        qgrid = _qgrid_frequencies(directory, qpoints)
+        theta_D, theta_why = debye_temperature_K(qgrid.frequencies_cm1, [q.weight for q in qpoints])
         table = eliashberg_table(
             [q.frequencies_cm1 for q in qpoints], [q.lambdas for q in qpoints],
             [q.weight for q in qpoints], ph_data.sigmas_Ry, ph_data.dos_ef,
-            mu_star=preset.mu_star, theta_D_K=theta_D,
+            mu_star=preset.mu_star, theta_D_K=theta_D, theta_D_reason=theta_why or "",
         )
         rows = _smearing_rows(table, directory)
         sel = rows[table.selected]
-        min_freq = min(min(min(q.frequencies_cm1) for q in qpoints), min(dos_w))
+        stability, stability_why = _stability_fields(directory, qpoints, qgrid,
+                                                     preset.imaginary_threshold_cm1)
         n_sites = len(structure) if structure is not None else None
         summary = _ph_input_summary(directory, preset.name, kpoints_grid=list(kpoints_grid),
                                     qpoints_grid=list(ph_data.qpoints_grid))
         ph_params = {k: parse_fortran_value(v) for k, v in summary.parameters.get("inputph", {}).items()}
+        dos_w, dos = parse_phonon_dos(directory / PHONON_DOS)
         return cls(
             task_label=task_label,
             calc_type="elph",
@@ -457,14 +549,17 @@ class ElphTaskDoc(QeTaskDocBase):
             qpoints_grid=list(ph_data.qpoints_grid),
             n_q_irreducible=len(qpoints),
             qpoints=qpoints,
-            min_frequency_cm1=float(min_freq),
-            imaginary_threshold_cm1=preset.imaginary_threshold_cm1,
-            dynamically_stable=bool(min_freq >= preset.imaginary_threshold_cm1),
+            **stability,
+            undefined_reasons=_headline_reasons(sel, theta_why) | stability_why,
             energy_eV=energy_eV,
             energy_per_atom_eV=energy_eV / n_sites if energy_eV is not None and n_sites else None,
             fanout=fanout,
             a2f=_a2f_data(directory, table, ph_data.sigmas_Ry, dos_w, dos),
         )
+
+    @model_validator(mode="after")
+    def _finite(self) -> ElphTaskDoc:
+        return null_non_finite(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,35 +628,113 @@ def _read_qpoint(directory: Path, index: int, fildyn: str) -> tuple[QPointPhonon
     return qpoint, elph
 
 
+def _qgrid_frequencies(directory: Path, qpoints: Sequence[QPointPhonons]) -> MatdynFrequencies:
+    """matdyn's ASR-corrected frequencies on ph.x's irreducible q points (``qgrid.freq``), in
+    the order of ``qpoints``."""
+    freqs = parse_matdyn_frequencies(directory / QGRID_FREQ)
+    listed = np.array(freqs.qpoints_2pi_alat)
+    expected = np.array([q.q_cart_2pi_alat for q in qpoints])
+    if listed.shape != expected.shape or not np.allclose(listed, expected, atol=2e-5):
+        raise ParseError(f"{directory / QGRID_FREQ}: q points differ from ph.x's irreducible list "
+                         f"({len(listed)} listed, {len(expected)} expected)")
+    return freqs
+
+
+def _stability_fields(directory: Path, qpoints: Sequence[QPointPhonons], qgrid: MatdynFrequencies,
+                      threshold_cm1: float) -> tuple[dict[str, Any], dict[str, str]]:
+    """(fields, undefined reasons) of the stability verdict
+    (:func:`~sc_inverse.qe.stability.assess_stability`) on matdyn's ASR-corrected q-grid and
+    mesh (``qe.freq``) frequencies, with ph.x's raw minimum beside it."""
+    raw = min(min(q.frequencies_cm1) for q in qpoints)
+    verdict = assess_stability(raw, qgrid, parse_matdyn_frequencies(directory / MESH_FREQ),
+                               threshold_cm1)
+    softest = verdict.softest
+    fields: dict[str, Any] = {
+        "min_frequency_cm1": softest[1].frequency_cm1 if softest else None,
+        "min_frequency_qgrid_cm1": verdict.qgrid.frequency_cm1 if verdict.qgrid else None,
+        "min_frequency_mesh_cm1": verdict.mesh.frequency_cm1 if verdict.mesh else None,
+        "min_frequency_raw_cm1": raw,
+        "softest_qpoint_2pi_alat": softest[1].q_2pi_alat if softest else None,
+        "softest_mode_source": softest[0] if softest else None,
+        "phonon_mesh": _matdyn_mesh(directory / "matdyn.in"),
+        "imaginary_threshold_cm1": threshold_cm1,
+        "dynamically_stable": verdict.stable,
+        "stability_reason": verdict.reason,
+    }
+    reasons = {k: verdict.reason for k, v in fields.items() if v is None and k != "phonon_mesh"}
+    if fields["phonon_mesh"] is None:
+        reasons["phonon_mesh"] = "no matdyn.in with nk1..nk3 in the run directory"
+    return fields, reasons
+
+
+def _headline_reasons(sel: SmearingRow, theta_why: str | None) -> dict[str, str]:
+    """Why a headline number taken from the reported smearing's row is None."""
+    names = {"omega_log_K": "omega_log_K", "tc_K": "tc_K", "tc_mcmillan_K": "tc_mcmillan_K",
+             "lambda_matdyn": "lambda_qe", "dos_ef_states_per_Ry": "dos_ef_states_per_Ry"}
+    out = {doc: sel.undefined_reasons.get(row, "not computed")
+           for doc, row in names.items() if getattr(sel, row) is None}
+    if theta_why:
+        out["debye_temperature_K"] = theta_why
+    return out
+
+
+def _matdyn_mesh(path: Path) -> list[int] | None:
+    """(nk1, nk2, nk3) of matdyn's DOS run input; None without the input file or its nk."""
+    if not path.is_file():
+        return None
+    params = read_namelist(path.read_text(errors="replace"), "input")
+    if not all(f"nk{i}" in params for i in (1, 2, 3)):
+        return None
+    return [int(parse_fortran_value(params[f"nk{i}"])) for i in (1, 2, 3)]
+
+
+#: why lambda.x's α²F-based columns can be NaN (its source: omega = sqrt(w2) for every mode)
+LAMBDAX_NAN = ("lambda.x printed NaN: it takes √ω² of every ph.x mode, so one imaginary mode "
+               "(ω² < 0, e.g. an acoustic mode at Γ before the sum rule) makes its α²F NaN")
+
+
 def _smearing_rows(table: EliashbergResult, directory: Path) -> list[SmearingRow]:
     """Our table per smearing, with matdyn's (``lambda``) and lambda.x's (``lambda.dat``)
-    values at the same smearing beside it."""
+    values at the same smearing beside it (None, with the reason, where they have none)."""
     matdyn = {round(r.sigma_Ry, 6): r for r in parse_matdyn_lambda(directory / "lambda")}
     lambdax = {round(r["sigma_Ry"], 6): r for r in parse_lambda_dat(directory / "lambda.dat")}
     rows = []
     for r in table.rows:
         md = matdyn.get(round(r["sigma_Ry"], 6))
         lx = lambdax.get(round(r["sigma_Ry"], 6))
-        rows.append(SmearingRow(
-            sigma_Ry=r["sigma_Ry"], lambda_=r["lambda_"], omega_log_K=r["omega_log_K"],
-            omega_2_K=r["omega_2_K"], tc_K=r["tc_K"],
-            tc_allen_dynes_f1f2_K=r["tc_allen_dynes_f1f2_K"], tc_mcmillan_K=r["tc_mcmillan_K"],
-            dos_ef_states_per_Ry=r["dos_ef_states_per_Ry"],
-            lambda_qe=md.lambda_ if md else None, omega_log_qe_K=md.omega_log_K if md else None,
-            lambda_lambdax=lx["lambda"] if lx else None,
-            omega_log_lambdax_K=lx["omega_log_K"] if lx else None,
-        ))
+        cross = {
+            "lambda_qe": md.lambda_ if md else None,
+            "omega_log_qe_K": md.omega_log_K if md else None,
+            "lambda_lambdax": lx["lambda"] if lx else None,
+            "omega_log_lambdax_K": lx["omega_log_K"] if lx else None,
+        }
+        reasons = dict(r["undefined_reasons"])
+        for key, value in cross.items():
+            if value is not None and not math.isfinite(value):
+                cross[key] = None
+                reasons[key] = LAMBDAX_NAN if "lambdax" in key else f"matdyn printed {value}"
+            elif value is None:
+                source = "lambda.dat (lambda.x)" if "lambdax" in key else "matdyn's 'lambda' file"
+                reasons[key] = f"{source} has no row (or no value) for σ = {r['sigma_Ry']:g} Ry"
+        rows.append(SmearingRow(**{k: v for k, v in r.items() if k != "undefined_reasons"},
+                                **cross, undefined_reasons=reasons))
     return rows
 
 
 def _a2f_data(directory: Path, table: EliashbergResult, sigmas_Ry: list[float],
               dos_w: list[float], dos: list[float]) -> A2FData:
-    """Our α²F per smearing, the phonon DOS and matdyn's interpolated ``a2F.dosN``."""
+    """Our α²F per smearing, the phonon DOS and matdyn's interpolated ``a2F.dosN``; matdyn's
+    arrays are null (with the reason) when they hold NaN."""
     matdyn_a2f, matdyn_freq = [], None
     for i in range(1, len(sigmas_Ry) + 1):
         a2f = parse_a2f_dos(directory / f"a2F.dos{i}")
         matdyn_a2f.append(a2f.a2f)
         matdyn_freq = (np.array(a2f.frequencies_Ry) * RY_TO_CM1).tolist()
+    reasons = {}
+    if not np.all(np.isfinite(dos)):
+        dos, reasons["phonon_dos"] = None, f"{PHONON_DOS}: {MATDYN_NAN}"
+    if not np.all(np.isfinite(np.asarray(matdyn_a2f, float))):
+        matdyn_a2f, reasons["matdyn_a2f"] = None, f"a2F.dosN: {MATDYN_NAN}"
     return A2FData(
         source="ph-q-sum",
         frequencies_cm1=table.grid_cm1.tolist(),
@@ -571,7 +744,14 @@ def _a2f_data(directory: Path, table: EliashbergResult, sigmas_Ry: list[float],
         phonon_dos=dos,
         matdyn_a2f=matdyn_a2f,
         matdyn_frequencies_cm1=matdyn_freq,
+        undefined_reasons=reasons,
     )
+
+
+#: why matdyn's DOS and a2F.dosN can be NaN (QE 6.7 matdyn.f90, function dos_gam)
+MATDYN_NAN = ("matdyn.x wrote NaN; its tetrahedron routine (dos_gam, QE 6.7) divides every "
+              "corner's weight by the corner's frequency, so when an acoustic mode at Γ is exactly "
+              "0 after the sum rule every tetrahedron touching Γ gives 0/0, at every frequency")
 
 
 def _structure_fields(structure: Structure | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Quantum ESPRESSO inputs as pymatgen InputSets, and the two presets (``paper``, ``test``).
+"""Quantum ESPRESSO inputs as pymatgen InputSets, and the presets (``fast``, ``paper``, ``test``).
 
 pw.x inputs are written by :class:`pymatgen.io.pwscf.PWInput` (CELL_PARAMETERS in Å, crystal
 positions, ibrav = 0); ph.x, q2r.x and matdyn.x inputs are plain namelists written here.
@@ -19,14 +19,16 @@ from pymatgen.io.core import InputGenerator, InputSet
 from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
+from sc_inverse.records import MIN_DISTANCE_A, atoms_too_close
 from sc_inverse.settings import get_settings
 from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
 Mesh = tuple[int, int, int]
 
-#: Lowest phonon frequency (cm⁻¹) still counted as stable. Slightly negative values are the
-#: usual numerical noise of the acoustic sum rule near Γ and of Fourier interpolation; JARVIS
-#: and most EPC studies treat modes below about -20 cm⁻¹ as real instabilities.
+#: Lowest ASR-corrected phonon frequency (cm⁻¹; acoustic modes at Γ excluded) still counted as
+#: stable (rule: :mod:`sc_inverse.qe.stability`). Slightly negative values are the usual
+#: Fourier-interpolation noise of acoustic branches near Γ; JARVIS and most EPC studies treat
+#: modes below about -20 cm⁻¹ as real instabilities.
 DEFAULT_IMAGINARY_THRESHOLD_CM1: float = -20.0
 
 # File names every job of the workflow uses (the task documents read them back).
@@ -35,6 +37,13 @@ OUTDIR = "out"  # pw.x/ph.x outdir, relative to the job directory
 FILDYN = "dyn"  # ph.x dynamical matrices: dyn0 (q list), dyn1 ...
 FLFRC = f"{PREFIX}.fc"  # q2r.x force constants
 PHONON_DOS = "phonon.dos"  # matdyn.x phonon DOS
+MESH_FREQ = "qe.freq"  # matdyn.x frequencies on the irreducible points of its DOS mesh
+QGRID_FREQ = "qgrid.freq"  # matdyn.x frequencies on ph.x's irreducible q points
+
+#: Acoustic sum rule matdyn.x imposes on the force constants (both runs). 'crystal' is QE's
+#: optimal correction (the smallest change of all force constants that restores translational
+#: invariance, keeping their symmetry); ph.x's own dynamical matrices carry no correction.
+MATDYN_ASR = "crystal"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,27 +53,52 @@ PHONON_DOS = "phonon.dos"  # matdyn.x phonon DOS
 class QePreset:
     """Every numerical choice of the EPC workflow in one place.
 
-    ``kpoints_grid=None`` switches on JARVIS' automatic k-point-length convergence;
-    ``qpoints_grid=None`` derives q from k (smallest divisor); ``la2f_kpoints_grid=None`` writes
-    the la2F data in the same scf that ph.x uses (JARVIS), otherwise a denser la2F scf runs first
-    (QE's Al example). ``relax=False`` skips the vc-relax.
+    Pseudopotentials: ``pseudo_dir`` fixes a preset's own directory (``test``: Debian's LDA
+    files); otherwise ``settings.pseudo_dir``, else the built library of ``functional`` and
+    ``pseudo_tier`` (:func:`sc_inverse.qe.pslibrary.default_library_dir`); ``pseudo_pattern`` names
+    the files (``settings.pseudo_pattern`` overrides it). See :mod:`sc_inverse.qe.pseudos`.
+
+    Cutoffs (Ry): with ``cutoffs_from_library`` the run uses max(``ecutwfc``/``ecutrho``, the
+    largest cutoffs the UPF files of the elements present suggest) (:func:`~sc_inverse.qe.pseudos.
+    resolve_cutoffs` fixes them per structure and records how in ``cutoff_rule``); otherwise
+    ``ecutwfc``/``ecutrho`` as they are.
+
+    k-points: ``kpoints_grid`` fixes the grid; else ``kpoint_length_A`` makes it from a fixed
+    k-point length (no convergence loop; prime dimensions bumped); else JARVIS' automatic
+    k-point-length convergence. ``qpoints_grid=None`` derives q from k (smallest divisor).
+    la2F: ``la2f_kpoints_grid`` (fixed) or ``la2f_kpoints_factor`` (× the k grid) runs a denser
+    la2F scf first (QE's Al example); neither writes the la2F data in the scf ph.x uses (JARVIS).
+
+    Relaxation (``relax=True``): symmetry-preserving vc-relax (BFGS ions and cell,
+    ``cell_dofree='all'``) to ``forc_conv_thr_Ry_per_bohr``, ``press_conv_thr_kbar`` and
+    ``etot_conv_thr_Ry``; the EPC then runs on the standardised primitive cell of the result.
     """
 
     name: str
-    pseudo_pattern: str | None = None  # None = settings.pseudo_pattern
+    pseudo_pattern: str | None = None  # file names ({el}); settings.pseudo_pattern wins
+    pseudo_dir: str | None = None  # a library of its own; None = settings', else the built one
+    functional: str = "pbesol"
+    pseudo_tier: str = "standard"
     ecutwfc: float = 45.0
     ecutrho: float | None = 250.0
+    cutoffs_from_library: bool = False
+    cutoff_rule: str | None = None  # how resolve_cutoffs chose ecutwfc/ecutrho (set by it)
     smearing: str = "mp"
     degauss: float = 0.01
     conv_thr: float = 1e-9
     mixing_beta: float = 0.7
     mixing_mode: str = "plain"
     relax: bool = True
+    forc_conv_thr_Ry_per_bohr: float = 1e-3
+    press_conv_thr_kbar: float = 0.5
+    etot_conv_thr_Ry: float = 1e-4
     relax_system: dict[str, Any] = field(default_factory=dict)
     relax_electrons: dict[str, Any] = field(default_factory=dict)
     relax_control: dict[str, Any] = field(default_factory=dict)
     kpoints_grid: Mesh | None = None
+    kpoint_length_A: float | None = None
     la2f_kpoints_grid: Mesh | None = None
+    la2f_kpoints_factor: int | None = None
     qpoints_grid: Mesh | None = None
     kpoint_length_start: float = 10.0
     kpoint_length_step: float = 5.0
@@ -82,24 +116,62 @@ class QePreset:
         return replace(self, **kwargs)
 
 
-#: JARVIS/Wines settings (learned from jarvis.tasks.qe.super / converg): PBEsol GBRV USPP,
-#: 45/250 Ry, Methfessel-Paxton 0.01 Ry, conv_thr 1e-9, vc-relax with the constant-cutoff
-#: modified kinetic functional (qcutz/q2sigma/ecfixed) and local-TF mixing, automatic k length,
-#: q = smallest divisor of k, one la2F scf, ph.x tr2_ph 1e-12, σ = 0.005 × 10, matdyn on the k grid.
+#: File names of the built PBEsol library (:mod:`sc_inverse.qe.pslibrary`).
+PBESOL_LIBRARY_PATTERN = "{el}.pbesol-*.UPF"
+
+#: JARVIS/Wines settings (learned from jarvis.tasks.qe.super / converg): PBEsol, cutoffs
+#: max(45/250 Ry, the suggested cutoffs of the elements present) - JARVIS used 45/250 Ry with
+#: GBRV; the built pslibrary files suggest more for about half of the elements -, Methfessel-
+#: Paxton 0.01 Ry, conv_thr 1e-9, vc-relax (BFGS, cell_dofree='all', QE's default thresholds as
+#: JARVIS: forces 1e-3 Ry/bohr, pressure 0.5 kbar, energy 1e-4 Ry) with the constant-cutoff
+#: modified kinetic functional (qcutz/q2sigma/ecfixed, ecfixed = ecutwfc - 0.5 Ry) and local-TF
+#: mixing, automatic k length (1 mRy), q = smallest divisor of k, one la2F scf, ph.x tr2_ph 1e-12,
+#: σ = 0.005 × 10, matdyn on the k grid, μ* = 0.1.
 PAPER = QePreset(
     name="paper",
+    pseudo_pattern=PBESOL_LIBRARY_PATTERN,
+    cutoffs_from_library=True,
     relax_system={"q2sigma": 1.0, "ecfixed": 44.5, "qcutz": 800.0},
     relax_electrons={"mixing_mode": "local-TF", "mixing_beta": 0.3},
     relax_control={"nstep": 100},
 )
 
-#: QE's own fcc-Al EPC example (PHonon/example03): LDA Al.pz-vbc, 15 Ry, Marzari-Vanderbilt
-#: 0.05 Ry, scf k 8³ for phonons after a 16³ la2F scf, q 4³, σ = 0.005 × 10, matdyn 10³.
+#: The cheap preset whose T_c should stay within 25 % (or 2 K) of ``paper`` - the default of
+#: ``run`` and ``submit inverse-design``. Every number that sets its cost is in this block:
+#: PBEsol low-cutoff tier, cutoffs max(30/240 Ry, the suggested ones), MP 0.01 Ry, conv_thr 1e-8,
+#: vc-relax as ``paper`` but plain mixing and no modified kinetic functional (forces 1e-3 Ry/bohr,
+#: pressure 0.5 kbar), k from a fixed k-point length of 20 Å instead of the convergence loop
+#: (ph.x grid), la2F on a grid twice as dense, q = smallest divisor of k (the coarsest grid that
+#: divides k), tr2_ph 1e-10, σ = 0.005 × 6.
+#: Validation (benchmarks/validate_epc.py, docs/validation.md) chooses the final numbers; these are
+#: starting values. First data point (fcc Al of examples/al_fcc, vc-relaxed to a = 4.02 Å, k 9³,
+#: la2F 18³, q 3³ with 4 irreducible points, 30/240 Ry): λ 0.383 at σ 0.02 Ry, ω_log 332 K,
+#: T_c 1.08 K (JARVIS 1.60 K, experiment 1.2 K); 117 s wall, 34 s CPU on 2 shared cores.
+FAST = QePreset(
+    name="fast",
+    pseudo_pattern=PBESOL_LIBRARY_PATTERN,
+    pseudo_tier="low",
+    cutoffs_from_library=True,
+    ecutwfc=30.0,
+    ecutrho=240.0,
+    conv_thr=1e-8,
+    relax_control={"nstep": 60},
+    kpoint_length_A=20.0,
+    la2f_kpoints_factor=2,
+    tr2_ph=1e-10,
+    el_ph_nsigma=6,
+)
+
+#: QE's own fcc-Al EPC example (PHonon/example03): LDA Al.pz-vbc (Debian's library), 15 Ry,
+#: Marzari-Vanderbilt 0.05 Ry, scf k 8³ for phonons after a 16³ la2F scf, q 4³, σ = 0.005 × 10,
+#: matdyn 10³. For CI only: its numbers are plumbing checks, not chemistry.
 #: No vc-relax: relaxing the example cell moves λ away from the reference the test checks
 #: (see docs/architecture.md); pass relax=True to QeElphTcMaker/CLI --relax to include it.
 TEST = QePreset(
     name="test",
     pseudo_pattern="{el}.pz-*.UPF",
+    pseudo_dir="/usr/share/espresso/pseudo",
+    functional="pz",
     ecutwfc=15.0,
     ecutrho=None,
     smearing="mv",
@@ -116,7 +188,7 @@ TEST = QePreset(
     matdyn_ndos=50,
 )
 
-PRESETS: dict[str, QePreset] = {"paper": PAPER, "test": TEST}
+PRESETS: dict[str, QePreset] = {"fast": FAST, "paper": PAPER, "test": TEST}
 
 
 def get_preset(preset: str | QePreset | None = None) -> QePreset:
@@ -274,8 +346,9 @@ def clean_structure(structure: Structure) -> Structure:
     s.remove_oxidation_states()
     for prop in list(s.site_properties):  # magmoms, selective dynamics: not used by this workflow
         s.remove_site_property(prop)
-    if len(s) > 1 and min(s.distance_matrix[i, j] for i in range(len(s)) for j in range(i)) < 0.5:
-        raise InputError(f"{s.composition.reduced_formula}: atoms closer than 0.5 Å")
+    if atoms_too_close(s):  # a neighbour list: linear in the atoms (distance_matrix was O(N^4) here)
+        raise InputError(f"{s.composition.reduced_formula}: atoms closer than {MIN_DISTANCE_A} Å "
+                         "(atoms_too_close)")
     return s
 
 
@@ -326,12 +399,14 @@ class PwInputGenerator(InputGenerator):
         ions: dict[str, Any] = {}
         cell: dict[str, Any] = {}
         if self.calculation in ("relax", "vc-relax"):
-            control.update(p.relax_control)
+            control.update({"forc_conv_thr": p.forc_conv_thr_Ry_per_bohr,
+                            "etot_conv_thr": p.etot_conv_thr_Ry, **p.relax_control})
             electrons.update(p.relax_electrons)
             ions["ion_dynamics"] = "bfgs"
             if self.calculation == "vc-relax":
                 system.update(p.relax_system)
-                cell.update({"cell_dynamics": "bfgs", "cell_dofree": "all"})
+                cell.update({"cell_dynamics": "bfgs", "cell_dofree": "all",
+                             "press_conv_thr": p.press_conv_thr_kbar})
         if self.la2f:
             system["la2F"] = True
         if self.max_seconds:
@@ -403,13 +478,19 @@ class PhInputGenerator(InputGenerator):
 
 @dataclass
 class Q2rInputGenerator(InputGenerator):
-    """q2r.x: real-space force constants and (``la2F``) the EPC linewidths."""
+    """q2r.x: real-space force constants and (``la2F``) the EPC linewidths.
+
+    ``el_ph_nsigma`` must be ph.x's: q2r.x reads one ``a2Fq2r.(50+i).q`` file per smearing and
+    stops at the first one missing (its default is 10).
+    """
 
     fildyn: str = FILDYN
     flfrc: str = FLFRC
+    el_ph_nsigma: int = 10
 
     def get_input_set(self) -> Q2rInputSet:  # type: ignore[override]
-        params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": True}
+        params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": True,
+                  "el_ph_nsigma": self.el_ph_nsigma}
         return Q2rInputSet(inputs={Q2rInputSet.filename: format_namelist("input", params)})
 
 
@@ -422,9 +503,9 @@ class MatdynInputGenerator(InputGenerator):
 
     def get_input_set(self, nk: Mesh) -> MatdynInputSet:  # type: ignore[override]
         params = {
-            "asr": "simple",
+            "asr": MATDYN_ASR,
             "flfrc": self.flfrc,
-            "flfrq": "qe.freq",
+            "flfrq": MESH_FREQ,
             "la2F": True,
             "dos": True,
             "fldos": PHONON_DOS,
@@ -432,8 +513,29 @@ class MatdynInputGenerator(InputGenerator):
             "nk2": nk[1],
             "nk3": nk[2],
             "ndos": self.preset.matdyn_ndos,
+            "el_ph_nsigma": self.preset.el_ph_nsigma,  # as ph.x and q2r.x (default 10)
         }
         return MatdynInputSet(inputs={MatdynInputSet.filename: format_namelist("input", params)})
+
+
+class MatdynQpointsInputSet(QeInputSet):
+    filename = "matdyn_qgrid.in"
+
+
+@dataclass
+class MatdynQpointsInputGenerator(InputGenerator):
+    """matdyn.x frequencies at an explicit q list (ph.x's irreducible q points, cartesian
+    2π/alat as in ``fildyn0``) with the acoustic sum rule imposed: the q-grid phonons the
+    stability verdict reads (on grid points the interpolation returns ph.x's matrices)."""
+
+    flfrc: str = FLFRC
+
+    def get_input_set(self, qpoints: Sequence[Sequence[float]]) -> MatdynQpointsInputSet:  # type: ignore[override]
+        params = {"asr": MATDYN_ASR, "flfrc": self.flfrc, "flfrq": QGRID_FREQ, "flvec": " ",
+                  "dos": False}
+        lines = [f"{len(qpoints)}"] + [f"{q[0]:.12f} {q[1]:.12f} {q[2]:.12f}" for q in qpoints]
+        text = format_namelist("input", params) + "\n".join(lines) + "\n"
+        return MatdynQpointsInputSet(inputs={MatdynQpointsInputSet.filename: text})
 
 
 @dataclass

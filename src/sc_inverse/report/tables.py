@@ -13,7 +13,7 @@ from sc_inverse.records import CandidateRecord
 
 COLUMNS = ("material_id", "formula", "spacegroup", "tc_K", "tc_mcmillan_K", "lambda",
            "omega_log_K", "dynamically_stable", "e_form_eV_per_atom", "e_above_hull_eV_per_atom",
-           "origin", "ml_tc_K", "dft_minus_ml_tc_K")
+           "e_phase_separation_eV_per_atom", "origin", "ml_tc_K", "dft_minus_ml_tc_K")
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:

@@ -31,7 +31,13 @@ from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
-from sc_inverse.records import CandidateRecord, MlipPhononInfo, RelaxationInfo, Verdict
+from sc_inverse.records import (
+    CandidateRecord,
+    MlipPhononInfo,
+    RelaxationInfo,
+    Verdict,
+    structure_problem,
+)
 from sc_inverse.screening.criteria import (
     MLIP_KEYS,
     PHONON_KEY,
@@ -170,18 +176,44 @@ def passes(
     return True
 
 
+#: most skipped records named one per line; the rest are counted (all are in the records)
+MAX_SKIP_LINES = 10
+
+
 def _read_structures(
     records: Sequence[CandidateRecord],
 ) -> tuple[list[Structure | None], dict[int, str]]:
+    """Each record's structure, or None + why it is skipped (unreadable or degenerate, see
+    :func:`~sc_inverse.records.structure_problem`); a problem's name becomes a flag
+    (``atoms_too_close``, ...) and ``errors["structure"]`` holds the reason."""
     out: list[Structure | None] = []
     errors: dict[int, str] = {}
     for i, r in enumerate(records):
-        try:
-            out.append(r.get_structure())
-        except Exception as exc:  # noqa: BLE001 - a malformed record only loses itself
+        if not r.structure and r.errors.get("structure"):  # kept by the loader, unreadable
             out.append(None)
-            errors[i] = f"structure cannot be read: {exc}"
+            errors[i] = r.errors["structure"]
+            continue
+        try:
+            structure = r.get_structure()
+            problem = structure_problem(structure)
+        except Exception as exc:  # noqa: BLE001 - a malformed record only loses itself
+            structure, problem = None, f"structure cannot be read: {exc}"
+        if problem is not None:
+            flag = problem.split(":", 1)[0]
+            if structure is not None and flag not in r.flags:
+                r.flags.append(flag)
+            structure, errors[i] = None, problem
+        out.append(structure)
     return out, errors
+
+
+def _report_skipped(records: Sequence[CandidateRecord], skipped: Mapping[int, str]) -> None:
+    """One warning line per skipped record (up to :data:`MAX_SKIP_LINES`), then a count."""
+    for n, (i, why) in enumerate(sorted(skipped.items())):
+        if n == MAX_SKIP_LINES:
+            log.warning("... and %d more records skipped (see their errors)", len(skipped) - n)
+            break
+        log.warning("record %s skipped: %s", records[i].id, why.splitlines()[0][:200])
 
 
 def _flag(rec: CandidateRecord, flag: str) -> None:
@@ -226,6 +258,7 @@ def predict_records(
     structs, bad = _read_structures(recs)
     for i, msg in bad.items():
         recs[i].errors["structure"] = msg
+    _report_skipped(recs, bad)
     ok = [i for i, s in enumerate(structs) if s is not None]
     for p in predictors:
         _predict_into(recs, structs, ok, p, p.key, batch_size, device, progress)
@@ -240,10 +273,12 @@ def new_batch(records: Sequence[CandidateRecord]) -> ScreenBatch:
     for r in recs:
         r.verdicts, r.passed, r.rank, r.phonons = {}, None, None, None
         r.flags = [f for f in r.flags if f not in SCREEN_FLAGS and not f.startswith("fails_after_relax:")]
-        r.selected, r.errors = False, {}
+        loader_error = r.errors.get("structure") if not r.structure else None
+        r.selected, r.errors = False, {"structure": loader_error} if loader_error else {}
     structs, bad = _read_structures(recs)
     for i, msg in bad.items():
         recs[i].errors["structure"] = msg
+    _report_skipped(recs, bad)
     return ScreenBatch(recs, structs, bad)
 
 
@@ -284,8 +319,8 @@ def _load_ml_predictors(
             continue
         try:
             loaded[spec] = load_predictor(spec, key=c.key, device=device)
-        except ModelLoadError as exc:
-            log.warning("criterion %s not evaluated: %s", c.label, exc)
+        except ModelLoadError as exc:  # reported once, for every such criterion, by run_screen
+            log.info("criterion %s not evaluated: %s", c.label, exc)
             loaded[spec] = exc
     return loaded
 

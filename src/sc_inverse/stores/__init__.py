@@ -15,6 +15,17 @@
 Switching is configuration only. Credentials come from config/env and are never logged
 (:func:`describe_store` prints host/database only; maggma's ``Store.name`` can embed a URI).
 The embedded backend's fast store is :class:`~sc_inverse.stores.embedded.EmbeddedStore`.
+
+Two rules keep results trustworthy:
+
+* **Derived collections live next to the job documents** (:func:`collection_store`): the
+  builders and every command that prints results derive ``superconductors``/``thermo`` from the
+  ``JobStore`` the jobs wrote to, never from settings re-read later (jobflow runs each job in
+  its own folder, so a relative ``data_dir`` read inside a job pointed somewhere else).
+* **A document is published only after its blobs** (:class:`AtomicJobStore`): jobflow writes a
+  job's document first and its additional-store blobs second, so a failed blob write (disk
+  full) left a document pointing at nothing; here the blobs go first and the document is
+  written only when they are stored.
 """
 
 from __future__ import annotations
@@ -23,12 +34,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from jobflow import JobStore
 from maggma.stores import GridFSStore, MemoryStore, MongoStore, MontyStore
 
 from sc_inverse.errors import StoreError
-from sc_inverse.settings import ScInverseSettings, get_settings
+from sc_inverse.settings import ScInverseSettings, get_settings, read_yaml_mapping
 from sc_inverse.stores.embedded import EmbeddedStore
 
 if TYPE_CHECKING:
@@ -45,6 +55,40 @@ THERMO = "thermo"
 DATA_STORE = "data"
 
 
+class _HeldDocuments:
+    """Stands in for a JobStore's docs store during :meth:`AtomicJobStore.update`: keeps the
+    documents jobflow writes before their blobs, to be written after them."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Any, Any]] = []
+
+    def update(self, docs: Any, key: Any = None) -> None:
+        self.writes.append((docs, key))
+
+
+class AtomicJobStore(JobStore):
+    """A jobflow ``JobStore`` that stores a job's blobs before publishing its document.
+
+    jobflow's ``JobStore.update`` writes the documents, then the additional-store blobs; when a
+    blob write fails (disk full, lost connection) the document is already visible and points at
+    a blob that does not exist. Here the documents are held back until every blob is stored, so
+    a failure leaves at most an orphaned blob, never a document without its data.
+    """
+
+    def update(self, docs, key=None, save=None):
+        if not self.additional_stores:
+            return super().update(docs, key=key, save=save)
+        docs_store, held = self.docs_store, _HeldDocuments()
+        self.docs_store = held  # jobflow's update writes blobs after "publishing" to this
+        try:
+            super().update(docs, key=key, save=save)
+        finally:
+            self.docs_store = docs_store
+        for batch, batch_key in held.writes:
+            docs_store.update(batch, key=batch_key)
+        return None
+
+
 def _embedded(settings: ScInverseSettings, collection: str, **kw) -> EmbeddedStore:
     path = Path(settings.data_dir).expanduser().resolve() / "db"
     path.mkdir(parents=True, exist_ok=True)
@@ -54,13 +98,7 @@ def _embedded(settings: ScInverseSettings, collection: str, **kw) -> EmbeddedSto
 def _read_yaml(path: Path, what: str) -> dict:
     if not path.is_file():
         raise StoreError(f"{what} {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StoreError(f"{what} {path} is not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise StoreError(f"{what} {path} must hold a mapping")
-    return data
+    return read_yaml_mapping(path, what)[0]  # errors name the file, line and column
 
 
 def mongo_fields(settings: ScInverseSettings) -> dict[str, Any]:
@@ -106,41 +144,81 @@ def _jobflow_spec(path: Path) -> dict:
     return spec
 
 
+def collection_store(job_store: JobStore, collection: str) -> Store:
+    """The project collection ``collection`` in the database of ``job_store``'s documents.
+
+    Same class and connection as the docs store (embedded: the same SQLite directory, resolved
+    when the job store was made; MongoDB: the same server and database), so the builders write
+    where the jobs wrote and a command reads back what it built, whatever the current working
+    directory. An in-memory job store keeps one in-memory collection per name.
+    """
+    docs = job_store.docs_store
+    if type(docs) is MemoryStore:  # (MontyStore subclasses MemoryStore: it is on disk)
+        derived = vars(docs).setdefault("_sc_inverse_collections", {})
+        return derived.setdefault(collection, MemoryStore(collection))
+    if isinstance(docs, (MontyStore, MongoStore)):
+        spec = {k: v for k, v in docs.as_dict().items() if not k.startswith("@") and k != "key"}
+        spec["collection_name"] = collection
+        return type(docs)(**spec)
+    raise StoreError(f"cannot place the {collection!r} collection next to a "
+                     f"{type(docs).__name__} job store (use an embedded or MongoDB store)")
+
+
 def get_store(collection: str, settings: ScInverseSettings | None = None) -> Store:
     """A maggma store for one project collection (``superconductors``, ``thermo``, ...)
-    on the configured backend (same database as the JobStore)."""
-    settings = settings or get_settings()
-    if settings.store == "embedded":
-        return _embedded(settings, collection)
-    if settings.jobflow_config:
-        spec = dict(_jobflow_spec(Path(settings.jobflow_config).expanduser())["docs_store"])
-        spec.pop("type", None)
-        spec["collection_name"] = collection
-        spec.pop("key", None)
-        return MongoStore(**spec)
-    return _mongo(settings, collection)
+    in the database of the configured JobStore (see :func:`collection_store`)."""
+    return collection_store(get_job_store(settings, quiet=True), collection)
 
 
-def get_job_store(settings: ScInverseSettings | None = None) -> JobStore:
-    """The jobflow ``JobStore`` chosen by settings (see module docstring)."""
+def get_job_store(settings: ScInverseSettings | None = None, quiet: bool = False) -> JobStore:
+    """The jobflow ``JobStore`` chosen by settings (see module docstring), an
+    :class:`AtomicJobStore`; ``quiet``: do not log which one."""
     settings = settings or get_settings()
     if settings.store == "embedded":
-        store = JobStore(
+        store = AtomicJobStore(
             _embedded(settings, OUTPUTS), additional_stores={DATA_STORE: _embedded(settings, BLOBS)}
         )
     elif settings.jobflow_config:
         path = Path(settings.jobflow_config).expanduser()
         try:
-            store = JobStore.from_dict_spec(_jobflow_spec(path))
+            store = AtomicJobStore.from_dict_spec(_jobflow_spec(path))
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"jobflow config {path}: invalid JOB_STORE ({exc})") from exc
     else:
-        store = JobStore(
+        store = AtomicJobStore(
             _mongo(settings, OUTPUTS),
             additional_stores={DATA_STORE: _mongo(settings, BLOBS, gridfs=True)},
         )
-    logger.info("job store: %s", describe_store(store))
+    if not quiet:
+        logger.info("job store: %s", describe_store(store))
     return store
+
+
+def blob_references(doc: Any) -> list[tuple[str, str]]:
+    """``(store name, blob_uuid)`` of every additional-store reference jobflow left in ``doc``
+    (a dict with ``blob_uuid`` and ``store`` where the large object was)."""
+    refs: list[tuple[str, str]] = []
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "blob_uuid" in item and "store" in item:
+                refs.append((str(item["store"]), str(item["blob_uuid"])))
+                continue
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return refs
+
+
+def stored_blob_uuids(blobs: Store, uuids: list[str]) -> set[str]:
+    """Which of ``uuids`` are in the additional store ``blobs`` (reads ids only)."""
+    if not uuids:
+        return set()
+    criteria = {"blob_uuid": {"$in": list(uuids)}}
+    if isinstance(blobs, GridFSStore):  # ids from the files collection, not the file contents
+        return {str(u) for u in blobs.distinct("blob_uuid", criteria)}
+    return {str(d["blob_uuid"]) for d in blobs.query(criteria, properties=["blob_uuid"])}
 
 
 def describe_store(store: Store) -> str:
@@ -164,9 +242,13 @@ __all__ = [
     "OUTPUTS",
     "SUPERCONDUCTORS",
     "THERMO",
+    "AtomicJobStore",
     "EmbeddedStore",
+    "blob_references",
+    "collection_store",
     "describe_store",
     "get_job_store",
     "get_store",
     "mongo_fields",
+    "stored_blob_uuids",
 ]

@@ -11,8 +11,10 @@ touches montydb's internals is in :mod:`sc_inverse.stores.montydb_sqlite`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +25,13 @@ from maggma.stores import MontyStore
 from monty.json import jsanitize
 
 from sc_inverse.errors import StoreError
-from sc_inverse.stores.montydb_sqlite import SqliteTable, check_montydb, sqlite_table
+from sc_inverse.stores.montydb_sqlite import (
+    SqliteTable,
+    check_montydb,
+    open_client,
+    sqlite_table,
+    storage_configured,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +133,16 @@ class EmbeddedStore(MontyStore):
     """A :class:`MontyStore` (SQLite storage) with batched, key-addressed upserts."""
 
     def connect(self, force_reset: bool = False) -> None:
-        """Connect; first fail clearly on a montydb whose internals this store does not know."""
+        """Connect; first fail clearly on a montydb whose internals this store does not know.
+
+        maggma's MontyStore rewrites montydb's storage config files on every connect; when
+        they already name this storage that write is skipped, so reading works on a
+        read-only store (``sc-inverse query``)."""
         check_montydb()
+        if (not self._coll or force_reset) and storage_configured(self.database_path, self.storage):
+            client = open_client(self.database_path, **self.client_kwargs)
+            self._coll = client[self.database_name][self.collection_name]
+            return
         super().connect(force_reset=force_reset)
 
     def query(self, criteria=None, properties=None, sort=None, hint=None, skip=0, limit=0, **kw):
@@ -134,7 +150,9 @@ class EmbeddedStore(MontyStore):
         filtering on top-level fields), Python filter/sort/projection - about 10x montydb's
         query engine. Anything else goes to montydb."""
         fast = _fast_criteria(criteria or {})
-        sq = sqlite_table(self._collection) if fast is not None and not hint and not kw else None
+        # create=False: a query must not write (a missing collection is read by montydb: empty)
+        sq = sqlite_table(self._collection, create=False) \
+            if fast is not None and not hint and not kw else None
         if sq is None:
             yield from super().query(criteria=criteria, properties=properties, sort=sort,
                                      hint=hint, skip=skip, limit=limit, **kw)
@@ -187,12 +205,34 @@ class EmbeddedStore(MontyStore):
                 logger.error("%s: document failed validation, not stored", self.collection_name)
                 continue
             batch[d["_id"]] = d if sq is None else _encode(sq, d)  # last copy of a key wins
-        if sq is None:  # flatfile/lightning storages: montydb's own (slow) upsert
-            for d in batch.values():
-                d = jsanitize(d, allow_bson=True, recursive_msonable=True)
-                self._collection.replace_one({"_id": d["_id"]}, d, upsert=True)
-            return
-        sq.upsert(batch)
+        try:
+            if sq is None:  # flatfile/lightning storages: montydb's own (slow) upsert
+                for d in batch.values():
+                    d = jsanitize(d, allow_bson=True, recursive_msonable=True)
+                    self._collection.replace_one({"_id": d["_id"]}, d, upsert=True)
+                return
+            sq.upsert(batch)
+        except (sqlite3.Error, OSError) as exc:
+            raise write_error(self, len(batch), exc) from exc
+
+    @property
+    def location(self) -> str:
+        """Where this collection lives on disk (for messages)."""
+        return f"{self.database_path}/{self.database_name}/{self.collection_name}.collection"
+
+
+def write_error(store: EmbeddedStore, n_docs: int, exc: BaseException) -> StoreError:
+    """One-line :class:`StoreError` for a failed write, naming the collection file and, when
+    the disk is full or read-only, what to do about it."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in text:
+        hint = "the disk is full: free space there or set SC_INVERSE_DATA_DIR to a larger disk"
+    elif getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES) or "readonly" in text:
+        hint = "the store is read-only: use a writable SC_INVERSE_DATA_DIR"
+    else:
+        hint = f"{type(exc).__name__}: {text}"
+    return StoreError(f"could not write {n_docs} document(s) to the embedded store "
+                      f"{store.location} ({hint}); nothing of this batch was stored")
 
 
 def _encode(sq: SqliteTable, doc: dict) -> bytes:

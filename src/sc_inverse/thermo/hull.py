@@ -6,9 +6,16 @@ element and the same cutoffs/smearing, so every entry carries its ``pseudopotent
 for a candidate only when both agree (:func:`compatible`). References come from QE elemental
 (and compound) runs in the store and/or a user JSON file of ``ComputedEntry`` objects.
 
-The hull of a candidate is built from the references of its chemical system alone and the
-candidate is placed against it with ``allow_negative=True``: a negative E_above_hull means the
-candidate lies *below* the known hull (it would be a new stable phase).
+The hull of a candidate is built from the references of its chemical system alone. Two numbers
+place the candidate against it:
+
+* ``e_above_hull_eV_per_atom`` - pymatgen's energy above the convex hull, always >= 0: the hull
+  includes the candidate itself, so a candidate below the references' hull is *on* the hull
+  (0), one above it is that far above.
+* ``e_phase_separation_eV_per_atom`` - pymatgen's decomposition (phase-separation) energy
+  (``PhaseDiagram.get_decomp_and_phase_separation_energy``): the energy relative to the hull
+  of the *other* phases. Negative = stable by that much (a new stable phase, Bartel et al.,
+  npj Comput. Mater. 6, 97 (2020)); positive = equal to the energy above the hull.
 """
 
 from __future__ import annotations
@@ -42,11 +49,16 @@ class HullResult(BaseModel):
     energy_per_atom_eV: float
     e_form_eV_per_atom: float | None = None
     e_above_hull_eV_per_atom: float | None = Field(
-        None, description="Negative: below the reference hull (new stable phase)."
+        None, ge=0.0, description="Energy above the convex hull (>= 0; 0 = on the hull)."
     )
-    stable: bool | None = None
+    e_phase_separation_eV_per_atom: float | None = Field(
+        None, description="Decomposition energy vs the hull of the other phases; negative = "
+        "stable by that much, positive = the energy above the hull."
+    )
+    stable: bool | None = Field(None, description="On the hull (E_above_hull <= 1e-6 eV/atom).")
     decomposition: dict[str, float] = Field(
-        default_factory=dict, description="Reference formula -> fraction on the hull."
+        default_factory=dict, description="Formula -> fraction of the competing phases that "
+        "the phase-separation energy is measured against."
     )
     reference_ids: list[str] = Field(default_factory=list)
     missing_elements: list[str] = Field(default_factory=list)
@@ -174,10 +186,13 @@ def hull_analysis(entry: ComputedEntry, references: list[ComputedEntry],
         pd = PhaseDiagram(refs)
         if cache is not None:
             cache[key] = pd
-    decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True, check_stable=False)
+    decomp, e_sep = pd.get_decomp_and_phase_separation_energy(entry)
+    # the hull of references + this entry: below the references' hull it is on the new hull
+    e_hull = max(0.0, float(pd.get_e_above_hull(entry, allow_negative=True, check_stable=False)))
     result.update(
         e_form_eV_per_atom=pd.get_form_energy_per_atom(entry),
-        e_above_hull_eV_per_atom=float(e_hull),
+        e_above_hull_eV_per_atom=e_hull if e_hull > STABLE_TOL_EV else 0.0,
+        e_phase_separation_eV_per_atom=float(e_sep),
         stable=bool(e_hull <= STABLE_TOL_EV),
         decomposition={e.composition.reduced_formula: float(f) for e, f in decomp.items()},
     )

@@ -4,9 +4,17 @@
   structure + energy) against reference entries passed in, read from a user entries file and/or
   found in the job store (outputs tagged ``metadata.hull_role == "reference"``).
 * :class:`QeElementalReferenceMaker` - pw.x (optional relax +) scf of each element's ground-state
-  prototype with the *same* preset and pseudopotentials as the candidates, then one job that
-  turns them into ``ComputedStructureEntry`` references (the hull of a QE energy is only
-  meaningful against QE references computed alike).
+  prototype with the *same* preset, functional, pseudopotentials and cutoffs as the candidates,
+  then one job that turns them into ``ComputedStructureEntry`` references (the hull of a QE
+  energy is only meaningful against QE references computed alike).
+
+Cutoffs: a preset that takes them from the pseudopotentials (``fast``, ``paper``) gives each
+structure the largest cutoffs its elements suggest, so an element alone would get lower cutoffs
+than in a compound, and the hull (which compares energies only at equal cutoffs, see
+:func:`~sc_inverse.thermo.hull.settings_key`) would find no compatible reference. The rule is
+therefore applied per *chemical system*: the references of a candidate are computed with the
+cutoffs resolved for all elements of its chemical system, which are the candidate's own. The
+same element in another chemical system with other cutoffs gets its own reference run.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 
 from sc_inverse.errors import InputError
 from sc_inverse.qe.jobs import QeRelaxMaker, QeScfMaker
-from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.pseudos import find_pseudopotentials, resolve_pseudopotentials
 from sc_inverse.qe.sets import QePreset, get_preset
 from sc_inverse.stores import get_job_store
 from sc_inverse.thermo.hull import HullResult, entry_from_task, hull_analysis, load_entries
@@ -122,11 +130,14 @@ def collect_reference_entries(task_docs: list[dict], prototypes: dict[str, str])
 
 @dataclass
 class QeElementalReferenceMaker(Maker):
-    """Elemental reference energies with the same QE preset/pseudopotentials as the candidates.
+    """Elemental reference energies computed exactly like the candidates of one chemical system.
 
     ``make(["Al", "Mg"])`` (or ``structures={"Al": Structure}`` to override prototypes) →
     a Flow of [vc-relax →] scf per element + :func:`collect_reference_entries`, whose output is
     the list of reference entries. Every QE job is tagged ``metadata.hull_role = "reference"``.
+    The cutoffs are those the preset's rule gives the whole set of ``elements`` (pass the
+    elements of one chemical system, or the candidate's already resolved preset), so the
+    references share the candidate's settings key.
     """
 
     name: str = "qe elemental references"
@@ -138,12 +149,15 @@ class QeElementalReferenceMaker(Maker):
     structures: dict[str, Structure] = field(default_factory=dict)
 
     def make(self, elements: list[str]) -> Flow:
+        symbols = sorted({Element(e).symbol for e in elements})
+        _, preset = resolve_pseudopotentials(symbols, get_preset(self.preset), self.pseudo_dir,
+                                             self.pseudo_pattern)
         # the la2F data of a dense scf are only needed by ph.x; the energy is the same
-        preset = get_preset(self.preset).with_updates(la2f_kpoints_grid=None)
+        preset = preset.with_updates(la2f_kpoints_grid=None, la2f_kpoints_factor=None)
         common = {"preset": preset, "pseudo_dir": self.pseudo_dir,
                   "pseudo_pattern": self.pseudo_pattern}
         jobs, outputs, protos = [], [], {}
-        for el in sorted({Element(e).symbol for e in elements}):
+        for el in symbols:
             if el in self.structures:
                 s, proto = self.structures[el], "user"
             else:
@@ -151,25 +165,37 @@ class QeElementalReferenceMaker(Maker):
             protos[el] = proto
             if el in APPROXIMATE_PROTOTYPES and proto != "user":
                 logger.warning("%s: ground state approximated by a %s prototype", el, proto)
-            find_pseudopotentials(s, self.pseudo_dir, self.pseudo_pattern or preset.pseudo_pattern)
-            kgrid = self.molecule_kpoints if proto == "dimer" else None
-            meta = {"hull_role": REFERENCE_ROLE, "element": el, "prototype": proto}
-            if self.relax:
-                calc = "relax" if proto == "dimer" else "vc-relax"
-                relax = QeRelaxMaker(name=f"qe ref {calc} {el}", calculation=calc, **common).make(
-                    s, kpoints_grid=kgrid)
-                relax.update_metadata({**meta, "hull_role": "reference-relax"})
-                jobs.append(relax)
-                s = relax.output.structure
-                kgrid = kgrid or relax.output.input.kpoints_grid
-            scf = QeScfMaker(name=f"qe ref scf {el}", **common).make(s, kpoints_grid=kgrid)
-            scf.update_metadata(meta)
-            jobs.append(scf)
-            outputs.append(scf.output)
+            find_pseudopotentials(s, self.pseudo_dir, self.pseudo_pattern, preset)
+            jobs += self._element_jobs(el, s, proto, common, outputs)
         collect = collect_reference_entries(outputs, protos)
         collect.name = "collect reference entries"
         jobs.append(collect)
         return Flow(jobs, output=collect.output, name=self.name)
+
+    def _element_jobs(self, el: str, s: Structure, proto: str, common: dict,
+                      outputs: list) -> list:
+        """[relax,] scf of one element (the scf output is appended to ``outputs``)."""
+        preset = common["preset"]
+        kgrid = self.molecule_kpoints if proto == "dimer" else None
+        length = None
+        meta = {"hull_role": REFERENCE_ROLE, "element": el, "prototype": proto}
+        jobs = []
+        if self.relax:
+            calc = "relax" if proto == "dimer" else "vc-relax"
+            relax = QeRelaxMaker(name=f"qe ref {calc} {el}", calculation=calc, **common).make(
+                s, kpoints_grid=kgrid)
+            relax.update_metadata({**meta, "hull_role": "reference-relax"})
+            jobs.append(relax)
+            s = relax.output.structure_standardized
+            if kgrid is None and preset.kpoints_grid is None:
+                length = relax.output.input.kpoint_length_A
+            else:
+                kgrid = kgrid or relax.output.input.kpoints_grid
+        scf = QeScfMaker(name=f"qe ref scf {el}", **common).make(s, kpoints_grid=kgrid,
+                                                                 kpoint_length_A=length)
+        scf.update_metadata(meta)
+        outputs.append(scf.output)
+        return [*jobs, scf]
 
 
 __all__ = [

@@ -2,12 +2,14 @@
 
 :func:`build_library` writes ``ld1.x`` inputs from the shipped table, runs them and checks the
 results; :func:`list_library` shows what a library directory holds; :func:`check_upf` refuses
-empty or truncated UPF files by name. ``python -m sc_inverse.qe.pslibrary build|list`` runs them.
+empty or truncated UPF files by name. ``sc-inverse pseudos build|list`` (what install.sh calls)
+runs them.
 """
 
 from sc_inverse.qe.pslibrary.builder import (
     build_library,
     default_library_dir,
+    format_listing,
     list_library,
     read_manifest,
 )
@@ -19,6 +21,7 @@ __all__ = [
     "build_library",
     "check_upf",
     "default_library_dir",
+    "format_listing",
     "ld1_input",
     "list_library",
     "load_table",

@@ -359,3 +359,16 @@ def list_library(dest: str | Path | None = None, functional: str = "pbesol",
             rows.append({"element": None, "file": path.name, "status": "failed",
                          "reason": str(exc)})
     return rows
+
+
+def format_listing(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`list_library` as a text table: element, file, suggested cutoffs (Ry),
+    status (and the reason of a failure)."""
+    lines = [f"{'el':2s}  {'file':42s} {'ecutwfc':>8s} {'ecutrho':>8s}  status"]
+    for r in rows:
+        wfc = f"{r['ecutwfc_Ry']:.1f}" if r.get("ecutwfc_Ry") else "-"
+        rho = f"{r['ecutrho_Ry']:.1f}" if r.get("ecutrho_Ry") else "-"
+        why = f"  ({r['reason']})" if r.get("reason") else ""
+        lines.append(f"{r.get('element') or '?':2s}  {r['file']:42s} {wfc:>8s} {rho:>8s}  "
+                     f"{r['status']}{why}")
+    return "\n".join(lines)
