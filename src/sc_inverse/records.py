@@ -98,6 +98,25 @@ class RelaxationInfo(BaseModel):
     calculator: str | None = Field(None, description="MLIP name, e.g. 'CHGNet'")
 
 
+class MlipPhononInfo(BaseModel):
+    """The screen's MLIP phonon check of one candidate (criterion ``mlip_dynamically_stable``)."""
+
+    verdict: Literal["stable", "unstable", "not_evaluated"] = "not_evaluated"
+    mode: Literal["filter", "advisory"] | None = Field(None, description="advisory: recorded and ranked on, never rejects")
+    potential: str | None = Field(None, description="e.g. 'CHGNet', 'SevenNet-0'")
+    min_frequency_THz: float | None = Field(None, description="lowest mode over the mesh, acoustic modes at Γ excluded")
+    softest_q: list[float] | None = Field(None, description="q of that mode, fractional (primitive reciprocal cell)")
+    min_optical_gamma_THz: float | None = None
+    tolerance_THz: float | None = Field(None, description="stable = no mode below -tolerance_THz")
+    supercell: list[int] | None = None
+    n_displacements: int | None = None
+    spacegroup: str | None = Field(None, description="of the symmetrised cell the phonons were computed on")
+    relax_converged: bool | None = None
+    settings: dict[str, Any] = Field(default_factory=dict, description="displacement_A, mesh, ... (PhononSettings)")
+    seconds: float = 0.0
+    error: str | None = None
+
+
 def _msonable_to_dicts(obj: Any) -> Any:
     """Recursively turn MSONable objects (Structure, ...) into their dicts; leave the rest."""
     if isinstance(obj, MSONable):
@@ -138,6 +157,7 @@ class CandidateRecord(BaseModel):
     duplicate_of: str | None = Field(None, description="id of an earlier record of the same screen")
     matches_training: str | None = Field(None, description="id of the training structure it matches")
     relaxation: RelaxationInfo | None = None
+    phonons: MlipPhononInfo | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -131,6 +131,7 @@ def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator,
                f"{summary['n_selected']} selected -> {out}")
     for c in summary["criteria"]:
         state = "evaluated" if c["available"] else f"NOT EVALUATED: {c['reason_unavailable'][:160]}"
+        state += ", advisory: ranks, never rejects" if c["mode"] == "advisory" else ""
         click.echo(f"  {c['criterion']}: pass {c['n_pass']}, fail {c['n_fail']}, "
                    f"not evaluated {c['n_not_evaluated']} [{state}]")
     click.echo(f"summary -> {summary_path}")
