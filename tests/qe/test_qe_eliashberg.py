@@ -94,6 +94,17 @@ def test_select_smearing_rule():
         E.select_smearing([], [])
 
 
+def test_select_smearing_fallback_skips_unsettled_fermi_surface():
+    """bcc Nb, k 10³, q 2³ (benchmarks/validate_epc.py): λ falls steadily, no pair agrees within
+    5 %; the pair (0.005, 0.010) changes least in λ but N(E_F) jumps by 40 % there."""
+    sig = [0.005 * i for i in range(1, 11)]
+    lam = [1.858, 1.795, 1.555, 1.379, 1.229, 1.104, 1.000, 0.916, 0.848, 0.793]
+    dos = [9.34, 13.17, 13.11, 12.33, 11.46, 10.65, 9.95, 9.36, 8.88, 8.48]
+    idx, rule = E.select_smearing(lam, sig, dos_ef=dos)
+    assert sig[idx] == pytest.approx(0.045) and "N(E_F) agrees" in rule
+    assert sig[E.select_smearing(lam, sig)[0]] == pytest.approx(0.005)  # without N(E_F): as before
+
+
 def test_inconsistent_arrays_rejected():
     with pytest.raises(ValueError, match="inconsistent"):
         E.eliashberg_table([[100.0, 200.0]], [[[0.1, 0.2]]], [1.0, 2.0], [0.01])
