@@ -80,8 +80,9 @@ def _sh(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
 
 
 def _start(*args) -> subprocess.Popen:
+    # SIGINT as in a terminal (a background test run inherits it ignored; Ctrl-C is simulated)
     return subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _submit(env, flow) -> None:

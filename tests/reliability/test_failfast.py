@@ -367,6 +367,13 @@ def _qe_processes_in(folder: Path) -> list[int]:
 @requires_qe
 @pytest.mark.qe
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+def interactive_signals() -> None:
+    """In the child: SIGINT as in a terminal. A test run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so Ctrl-C could not be simulated."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
                                        (signal.SIGKILL, -signal.SIGKILL)])
 def test_signal_during_epc_leaves_no_qe_process(tmp_path, sig, code):
@@ -374,7 +381,8 @@ def test_signal_during_epc_leaves_no_qe_process(tmp_path, sig, code):
     proc = subprocess.Popen(
         sc_inverse_cmd("epc", str(AL_EXAMPLE), "--preset", "test", "--no-store", "--workdir",
                        str(wd), "--out", str(tmp_path / "r.json")),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        preexec_fn=interactive_signals)
     try:
         deadline = time.monotonic() + 300
         while not _qe_processes_in(wd):
