@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -128,7 +129,9 @@ def phonon_calculator(potential: str = DEFAULT_POTENTIAL, device: str | None = N
         kwargs.setdefault("device", device or "cpu")
     elif name == "CHGNet" and device:
         kwargs.setdefault("use_device", device)
-    return make_calculator(name, **kwargs)
+    with warnings.catch_warnings():  # sevenn's hint about GPU tensor-product kernels
+        warnings.filterwarnings("ignore", message="No tensor product accelerator")
+        return make_calculator(name, **kwargs)
 
 
 def supercell_dims(structure: Structure, min_length_A: float) -> tuple[int, int, int]:
@@ -155,7 +158,9 @@ def relax_with_symmetry(structure: Structure, calculator, fmax: float, steps: in
     atoms.calc = calculator
     atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
     opt = BFGS(FrechetCellFilter(atoms), logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
+    with warnings.catch_warnings():  # CHGNet converts atoms to pymatgen at every step and warns
+        warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian")  # about FixSymmetry
+        converged = bool(opt.run(fmax=fmax, steps=steps))
     atoms.set_constraint()
     return AseAtomsAdaptor.get_structure(atoms), converged, int(opt.nsteps)
 
