@@ -202,7 +202,7 @@ def phonon_frequencies(structure: Structure, calculator, settings: PhononSetting
     unit = PhonopyAtoms(symbols=[s.specie.symbol for s in structure], cell=structure.lattice.matrix,
                         scaled_positions=structure.frac_coords)
     dims = supercell_dims(structure, settings.min_supercell_length_A)
-    ph = Phonopy(unit, supercell_matrix=np.diag(dims), primitive_matrix=None, symprec=1e-4)
+    ph = Phonopy(unit, supercell_matrix=np.diag(dims), primitive_matrix="P", symprec=1e-4)  # cell is primitive
     ph.generate_displacements(distance=settings.displacement_A, is_plusminus=settings.plus_minus)
     forces = _forces(calculator, ph.supercells_with_displacements)
     if settings.subtract_residual_forces:
