@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -128,7 +129,9 @@ def phonon_calculator(potential: str = DEFAULT_POTENTIAL, device: str | None = N
         kwargs.setdefault("device", device or "cpu")
     elif name == "CHGNet" and device:
         kwargs.setdefault("use_device", device)
-    return make_calculator(name, **kwargs)
+    with warnings.catch_warnings():  # sevenn's hint about GPU tensor-product kernels
+        warnings.filterwarnings("ignore", message="No tensor product accelerator")
+        return make_calculator(name, **kwargs)
 
 
 def supercell_dims(structure: Structure, min_length_A: float) -> tuple[int, int, int]:
@@ -155,7 +158,9 @@ def relax_with_symmetry(structure: Structure, calculator, fmax: float, steps: in
     atoms.calc = calculator
     atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
     opt = BFGS(FrechetCellFilter(atoms), logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
+    with warnings.catch_warnings():  # CHGNet converts atoms to pymatgen at every step and warns
+        warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian")  # about FixSymmetry
+        converged = bool(opt.run(fmax=fmax, steps=steps))
     atoms.set_constraint()
     return AseAtomsAdaptor.get_structure(atoms), converged, int(opt.nsteps)
 
@@ -197,7 +202,7 @@ def phonon_frequencies(structure: Structure, calculator, settings: PhononSetting
     unit = PhonopyAtoms(symbols=[s.specie.symbol for s in structure], cell=structure.lattice.matrix,
                         scaled_positions=structure.frac_coords)
     dims = supercell_dims(structure, settings.min_supercell_length_A)
-    ph = Phonopy(unit, supercell_matrix=np.diag(dims), primitive_matrix=None, symprec=1e-4)
+    ph = Phonopy(unit, supercell_matrix=np.diag(dims), primitive_matrix="P", symprec=1e-4)  # cell is primitive
     ph.generate_displacements(distance=settings.displacement_A, is_plusminus=settings.plus_minus)
     forces = _forces(calculator, ph.supercells_with_displacements)
     if settings.subtract_residual_forces:
