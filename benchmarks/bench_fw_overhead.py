@@ -2,7 +2,8 @@
 
 * jobflow ``run_locally`` of N trivial chained jobs on the embedded JobStore (MontyStore);
 * FireWorks embedded mode (mongomock LaunchPad persisted to a file): ``sc-inverse submit flow``
-  then ``rlaunch rapidfire`` of N trivial jobs, as separate processes like on a cluster. The
+  then ``sc-inverse rlaunch rapidfire`` (FireWorks' rlaunch on the locked LaunchPad file) of N
+  trivial jobs, as separate processes like on a cluster. The
   per-job cost is the slope between N_small and N jobs, the fixed cost is rlaunch's start-up.
 
 Compare with a ``test``-preset Al EPC run (about 1-2 minutes of QE for 2-3 jobs here): the
@@ -72,7 +73,7 @@ def bench_fireworks(n: int, tmp: Path) -> tuple[float, float, float]:
                    check=True, env=env, cwd=d, capture_output=True)
     t_submit = time.perf_counter() - t
     t = time.perf_counter()
-    subprocess.run([BIN / "rlaunch", "-l", d / "lp.yaml", "-w", d / "w.yaml", "rapidfire"],
+    subprocess.run([BIN / "sc-inverse", "rlaunch", "-l", d / "lp.yaml", "-w", d / "w.yaml", "rapidfire"],
                    check=True, env=env, cwd=d, capture_output=True)
     t_run = time.perf_counter() - t
     import bson.json_util

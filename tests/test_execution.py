@@ -1,6 +1,7 @@
-"""FireWorks path: categories, store reference, and REAL rlaunch runs in FireWorks' embedded
-mode (mongomock persisted to a JSON file via MONGOMOCK_SERVERSTORE_FILE) writing to the
-embedded JobStore, including a rocket killed mid-flow and re-launched."""
+"""FireWorks path: categories, store reference, and REAL `sc-inverse rlaunch` runs in FireWorks'
+embedded mode (mongomock persisted to a JSON file via MONGOMOCK_SERVERSTORE_FILE, locked by
+sc-inverse) writing to the embedded JobStore, including a rocket killed mid-flow and re-launched.
+Concurrent workers and plain FireWorks scripts: tests/reliability/test_cluster.py."""
 
 from __future__ import annotations
 
@@ -31,24 +32,11 @@ def add_one(x: float) -> float:
 
 
 @job
-def kill_once(x: float, marker: str, flush_launchpad: bool) -> float:
-    """Dies by SIGKILL the first time (a node crash / walltime kill), works the second time.
-
-    ``flush_launchpad`` first writes the mongomock LaunchPad to its file, which is what a
-    real MongoDB would hold at that moment (the Firework RUNNING); without it the embedded
-    LaunchPad forgets the whole rocket session (mongomock-persistence saves at exit only).
-    """
+def kill_once(x: float, marker: str) -> float:
+    """Dies by SIGKILL the first time (a node crash / walltime kill), works the second time."""
     m = Path(marker)
     if not m.exists():
         m.write_text("killed once")
-        if flush_launchpad:
-            import gc
-
-            from mongomock.store import ServerStore
-
-            for obj in gc.get_objects():
-                if isinstance(obj, ServerStore) and getattr(obj, "_filename", None):
-                    obj._to_file()
         os.kill(os.getpid(), signal.SIGKILL)
     return x * 2
 
@@ -103,7 +91,7 @@ def _submit(fw_env, flow) -> None:
 
 
 def _rlaunch(fw_env, check=True, fworker=None):
-    return _sh(BIN / "rlaunch", "-l", fw_env["lp"], "-w", fworker or fw_env["fworker"],
+    return _sh(BIN / "sc-inverse", "rlaunch", "-l", fw_env["lp"], "-w", fworker or fw_env["fworker"],
                "rapidfire", check=check)
 
 
@@ -225,11 +213,10 @@ def test_rlaunch_runs_dynamic_fan_out_with_category_and_store(fw_env):
         assert store.get_output(t.uuid) == 6.0  # 1 + 2 + 3, via the replaced outputs
 
 
-@pytest.mark.parametrize("flush", [True, False], ids=["lost-run-recovered", "state-lost-rerun"])
-def test_killed_rocket_relaunch_completes_without_duplicates(fw_env, flush):
+def test_killed_rocket_relaunch_completes_without_duplicates(fw_env):
     marker = fw_env["dir"] / "killed.marker"
     a = add_one(1.0)
-    b = kill_once(a.output, str(marker), flush)
+    b = kill_once(a.output, str(marker))
     c = add_one(b.output)
     _submit(fw_env, Flow([a, b, c], name="crashy"))
     proc = _rlaunch(fw_env, check=False)
@@ -237,19 +224,17 @@ def test_killed_rocket_relaunch_completes_without_duplicates(fw_env, flush):
     first = {d["uuid"]: d for d in _outputs()}
     assert set(first) == {a.uuid}  # a finished before the crash, b/c never stored
     states = dict((n, st) for n, st in _fw_states(fw_env) if n == "kill_once")
-    if flush:  # what MongoDB would show: the crashed Firework is stuck RUNNING
-        assert states["kill_once"] == "RUNNING"
-        out = _sh(BIN / "sc-inverse", "submit", "recover", "--expiration-secs", "0",
-                  "--launchpad", fw_env["lp"]).stdout
-        assert "re-running 1 fireworks" in out
+    assert states["kill_once"] == "RUNNING"  # as MongoDB would show it: the file is up to date
+    out = _sh(BIN / "sc-inverse", "submit", "recover", "--expiration-secs", "0",
+              "--launchpad", fw_env["lp"]).stdout
+    assert "re-running 1 fireworks" in out
     _rlaunch(fw_env)
     assert _states(fw_env) == {"COMPLETED"}
     docs = _outputs()
     assert sorted(d["uuid"] for d in docs) == sorted([a.uuid, b.uuid, c.uuid])  # no duplicates
     by = {d["uuid"]: d for d in docs}
     assert by[c.uuid]["output"] == 5.0
-    if flush:  # the completed job was not run again
-        assert by[a.uuid]["completed_at"] == first[a.uuid]["completed_at"]
+    assert by[a.uuid]["completed_at"] == first[a.uuid]["completed_at"]  # a was not run again
 
 
 @pytest.mark.slow

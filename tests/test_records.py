@@ -138,3 +138,34 @@ def test_load_structure_poscar_and_bad_files(tmp_path, nacl):
                   CandidateRecord.from_structure(nacl, id="b")], two)
     with pytest.raises(InputError, match="holds 2 structures; expected exactly one"):
         load_structure(two)
+
+
+def test_atoms_too_close_sees_periodic_images_and_degenerate_cells():
+    from sc_inverse.records import atoms_too_close, structure_problem
+
+    fine = Structure(Lattice.cubic(4.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert not atoms_too_close(fine) and structure_problem(fine) is None
+    across_boundary = Structure(Lattice.cubic(4.0), ["Nb", "Nb"], [[0.01, 0, 0], [0.95, 0, 0]])
+    own_image = Structure(Lattice.from_parameters(4, 4, 0.4, 90, 90, 90), ["Nb"], [[0, 0, 0]])
+    flat = Structure(Lattice([[4, 0, 0], [0, 4, 0], [4, 4, 1e-6]]), ["Nb"], [[0, 0, 0]])
+    skewed = Structure(Lattice([[4, 0, 0], [3.9, 0.3, 0], [0, 0, 4]]), ["Nb"], [[0, 0, 0]])
+    for s in (across_boundary, own_image, flat, skewed):
+        assert atoms_too_close(s)
+        assert structure_problem(s).startswith("atoms_too_close")
+
+
+def test_unknown_element_is_refused_by_every_loader(tmp_path):
+    poscar = tmp_path / "POSCAR"
+    poscar.write_text("Xx\n1.0\n4 0 0\n0 4 0\n0 0 4\nXx\n1\ndirect\n0 0 0\n")
+    with pytest.raises(InputError, match="'Xx' is not a chemical element"):
+        load_records(poscar)
+    batch = tmp_path / "b.json"
+    batch.write_text(json.dumps([{"id": "bad", "poscar": poscar.read_text()},
+                                 {"id": "ok", "poscar": "P\n1\n4 0 0\n0 4 0\n0 0 4\nAl\n1\ndirect\n0 0 0\n"}]))
+    with pytest.raises(InputError, match=r"b.json\[0\]"):
+        load_records(batch)
+    bad, ok = load_records(batch, keep_unreadable=True)
+    assert bad.id == "bad" and "not a chemical element" in bad.errors["structure"] and not bad.structure
+    assert ok.formula == "Al" and not ok.errors
+    (again_bad, _) = load_records(save_records([bad, ok], tmp_path / "saved.json"))
+    assert again_bad.errors == bad.errors  # a saved unreadable record loads back as such

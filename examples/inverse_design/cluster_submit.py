@@ -3,8 +3,11 @@
 1. Edit ``my_launchpad.yaml`` (MongoDB host/credentials), ``my_fworker.yaml`` (QE commands,
    ``SC_INVERSE_MPI_PREFIX``, GBRV pseudopotential directory) and ``my_qadapter.yaml`` (SLURM).
 2. ``SC_INVERSE_STORE=mongo python examples/inverse_design/cluster_submit.py --n 3000 --top 62``
-3. On the cluster: ``qlaunch -r rapidfire`` with the QE worker (category ``qe``) and
-   ``rlaunch -w my_fworker_cpu.yaml rapidfire`` (or a GPU node) for generation/screening.
+3. On the cluster, both together (the first jobs have no category; the DFT stage creates the QE
+   jobs at run time): ``sc-inverse rlaunch --until-idle -w my_fworker_cpu.yaml rapidfire`` (or on
+   a GPU node) for generation, screening, DFT stage, hull and report, and
+   ``sc-inverse qlaunch --until-idle -q my_qadapter.yaml -r rapidfire`` for the QE jobs
+   (category ``qe``); both stop when everything is done (README, Cluster).
 
 The run folder must be on a filesystem the workers share (``SC_INVERSE_DATA_DIR``).
 """

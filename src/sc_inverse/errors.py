@@ -15,6 +15,11 @@ class InputError(ScInverseError, ValueError):
     """A user-supplied file, record or option is malformed."""
 
 
+class SettingsError(InputError):
+    """A setting (environment variable, settings file) or another configuration file
+    (LaunchPad, FWorker, jobflow.yaml) is malformed or holds a bad value."""
+
+
 class MissingPseudopotentialError(ScInverseError):
     """One or more elements have no pseudopotential in the configured library."""
 
@@ -42,3 +47,16 @@ class ModelLoadError(ScInverseError):
 
 class StoreError(ScInverseError):
     """The configured results store cannot be reached or is misconfigured."""
+
+
+class Terminated(BaseException):
+    """The process received SIGTERM.
+
+    Raised from a signal handler so that ``finally`` blocks (stopping child QE processes) run
+    before the process exits; a BaseException like KeyboardInterrupt, so that code catching
+    ``Exception`` (jobflow, custodian) does not swallow it.
+    """
+
+    def __init__(self, signum: int = 15):
+        self.signum = signum
+        super().__init__(f"terminated by signal {signum}")

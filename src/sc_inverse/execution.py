@@ -14,18 +14,30 @@ worker resolves with its own settings (``SC_INVERSE_*`` env / config file / ``jo
 credentials never enter the LaunchPad and the worker decides embedded vs MongoDB. The
 ``SC_INVERSE_*`` entries of the FWorker's ``env`` (``my_fworker.yaml``) are applied before each
 job (:class:`ApplyFWorkerEnv`), which is how a cluster sets QE commands and the pseudo dir.
+
+Embedded LaunchPad (``MONGOMOCK_SERVERSTORE_FILE``, no MongoDB): FireWorks' own scripts keep a
+private snapshot of the file and write it back at exit, so concurrent processes run Fireworks
+twice and roll each other back. :func:`lock_embedded_launchpad` makes every LaunchPad of this
+process operate on the file under a lock (:mod:`sc_inverse.stores.launchpad_file`);
+:func:`run_fireworks_script` (``sc-inverse rlaunch|qlaunch|lpad``) runs FireWorks' scripts that
+way (rapidfire stops when nothing is left for it, not earlier), and a plain ``rlaunch``/``qlaunch``/``lpad`` that loads one of our Fireworks (or our queue
+adapter) on an embedded LaunchPad is stopped before it has written anything
+(:func:`refuse_unlocked_fireworks_script`).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from fireworks import FiretaskBase, LaunchPad, Workflow, explicit_serialize
+from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
 from jobflow import Flow, Job, JobStore, run_locally
 from jobflow.managers.fireworks import flow_to_workflow
 
@@ -34,6 +46,7 @@ from sc_inverse.metadata import set_categories
 from sc_inverse.qe.categories import QE_CATEGORY, qe_category_rules
 from sc_inverse.settings import get_settings
 from sc_inverse.stores import AtomicJobStore, get_job_store
+from sc_inverse.stores.launchpad_file import in_memory_only, locked_mongo_client
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +60,7 @@ class SettingsJobStore(AtomicJobStore):
     """
 
     def __init__(self, data_dir: str | None = None):
+        refuse_unlocked_fireworks_script()  # every Firework of ours carries one: loaded = checked
         self.data_dir = data_dir
         settings = get_settings()
         if data_dir is not None:
@@ -112,10 +126,12 @@ def flow_to_fireworks(
 
 
 def load_launchpad(path: str | Path | None = None) -> LaunchPad:
-    """The LaunchPad of ``path`` > settings.launchpad_file (if present) > FireWorks' auto-load."""
+    """The LaunchPad of ``path`` > settings.launchpad_file (if present) > FireWorks' auto-load
+    (on the embedded file: locked, :func:`lock_embedded_launchpad`)."""
     file = Path(path) if path else Path(get_settings().launchpad_file).expanduser()
     if path and not file.is_file():
         raise InputError(f"LaunchPad file {file} does not exist")
+    lock_embedded_launchpad()
     try:
         return LaunchPad.from_file(str(file)) if file.is_file() else LaunchPad.auto_load()
     except Exception as exc:  # noqa: BLE001 - pymongo/yaml raise many types; no credentials shown
@@ -141,6 +157,149 @@ def fworker_category(path: str | Path | None = None) -> str:
     if isinstance(cat, list):
         cat = next((c for c in cat if c and c != "__none__"), None)
     return cat if isinstance(cat, str) and cat and cat != "__none__" else QE_CATEGORY
+
+
+# ---------------------------------------------------------------------------------------------
+# embedded LaunchPad: one locked file shared by every process
+# ---------------------------------------------------------------------------------------------
+#: FireWorks' command-line scripts as ``argv[0]`` names them (console script or module file)
+FIREWORKS_SCRIPTS = frozenset({"rlaunch", "qlaunch", "lpad", "mlaunch",
+                               "rlaunch_run", "qlaunch_run", "lpad_run", "mlaunch_run"})
+#: Firework states that keep a ``sc-inverse rlaunch|qlaunch rapidfire`` waiting for work: a
+#: running (or reserved) Firework may complete and unlock WAITING ones, or create Fireworks at
+#: run time (the q-point fan-out, the DFT stage's QE jobs) ...
+BUSY_STATES = ("RUNNING", "RESERVED")
+#: ... and with ``--until-idle`` also a READY Firework of another category, which a worker of
+#: that category started alongside will run
+IDLE_WAIT_STATES = ("READY", *BUSY_STATES)
+
+def embedded_launchpad_file() -> Path | None:
+    """The file of FireWorks' embedded LaunchPad (``MONGOMOCK_SERVERSTORE_FILE`` in the
+    environment, else in FireWorks' ``FW_config.yaml``); None when FireWorks uses MongoDB."""
+    from fireworks import fw_config
+
+    name = os.environ.get("MONGOMOCK_SERVERSTORE_FILE") or fw_config.MONGOMOCK_SERVERSTORE_FILE
+    return Path(name).expanduser().resolve() if name else None
+
+
+def _launchpad_client(*args: Any, **kwargs: Any):
+    """FireWorks' ``MongoClient`` once :func:`lock_embedded_launchpad` ran: the locked file
+    while ``MONGOMOCK_SERVERSTORE_FILE`` is set, pymongo otherwise."""
+    path = embedded_launchpad_file()
+    if path is None:
+        import pymongo
+
+        return pymongo.MongoClient(*args, **kwargs)
+    return locked_mongo_client(path, *args, **kwargs)
+
+
+def lock_embedded_launchpad() -> Path | None:
+    """Make every LaunchPad this process creates from now on work on the embedded file under its
+    lock: one operation at a time across processes, on the file's latest content, written back
+    atomically, nothing written at exit (:mod:`sc_inverse.stores.launchpad_file`). Other
+    mongomock clients (maggma ``MemoryStore``) stay in memory. Returns the file, None on MongoDB.
+    A LaunchPad created before this call keeps FireWorks' unsafe snapshot."""
+    import fireworks.core.launchpad as launchpad_module
+    from fireworks import fw_config
+
+    launchpad_module.MongoClient = fw_config.MongoClient = _launchpad_client
+    in_memory_only()
+    return embedded_launchpad_file()
+
+
+def embedded_launchpad_locked() -> bool:
+    """Whether LaunchPads of this process use the locked embedded file."""
+    import fireworks.core.launchpad as launchpad_module
+
+    return launchpad_module.MongoClient is _launchpad_client
+
+
+def refuse_unlocked_fireworks_script() -> None:
+    """Stop a plain FireWorks script (``rlaunch``, ``qlaunch``, ``lpad``) working on the embedded
+    LaunchPad without the lock, with one line on stderr and exit status 2.
+
+    Called when such a script loads one of our Fireworks (:class:`SettingsJobStore`) or our
+    queue adapter: it has written nothing yet (mongomock-persistence writes only at exit, which
+    ``os._exit`` skips), so its checkout is forgotten, no Firework runs twice and nothing is
+    rolled back. An exception would instead unwind to that exit-time write.
+    """
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
+    if script not in FIREWORKS_SCRIPTS or embedded_launchpad_locked():
+        return
+    path = embedded_launchpad_file()
+    if path is None:
+        return
+    name = script.removesuffix("_run")
+    sys.stdout.flush()
+    sys.stderr.write(
+        f"sc-inverse: refusing plain `{name}` on the embedded LaunchPad {path}: it works on a "
+        "private copy and writes it back at exit (concurrent workers would run Fireworks twice "
+        f"and roll each other back); run `sc-inverse {name}` with the same arguments\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+
+def active_fireworks(lp: LaunchPad, states: Sequence[str] = BUSY_STATES) -> collections.Counter:
+    """``(state, category)`` counts of the LaunchPad's Fireworks in ``states``."""
+    docs = lp.fireworks.find({"state": {"$in": list(states)}}, {"state": 1, "spec._category": 1})
+    return collections.Counter((d["state"], d.get("spec", {}).get("_category") or "no category")
+                               for d in docs)
+
+
+def _stop_rule(states: Sequence[str]):
+    """A ``LaunchPad.future_run_exists`` for ``rapidfire``: work for ``fworker`` is READY, or may
+    still appear while any Firework is in ``states`` (logged, so a waiting worker says why)."""
+
+    def future_run_exists(self: LaunchPad, fworker: Any = None) -> bool:
+        if self.run_exists(fworker):
+            return True
+        active = active_fireworks(self, states)
+        if active:
+            self.m_logger.info(
+                "waiting for work: " + ", ".join(f"{n} {state} ({category})" for
+                                                 (state, category), n in sorted(active.items()))
+                + " (a Firework left RUNNING by a killed worker: `sc-inverse submit recover`)")
+        return bool(active)
+
+    return future_run_exists
+
+
+class ScInverseQueueAdapter(CommonAdapter):
+    """FireWorks' ``CommonAdapter`` (SLURM, PBS, SGE, ...) that also refuses a plain ``qlaunch``
+    on the embedded LaunchPad, which loads no Firework before it submits queue jobs
+    (``my_qadapter.yaml``: ``_fw_name: "{{sc_inverse.execution.ScInverseQueueAdapter}}"``)."""
+
+    _fw_name = "{{sc_inverse.execution.ScInverseQueueAdapter}}"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        refuse_unlocked_fireworks_script()
+        super().__init__(*args, **kwargs)
+
+
+def run_fireworks_script(name: str, argv: Sequence[str], until_idle: bool = False) -> int:
+    """FireWorks' ``rlaunch``, ``qlaunch`` or ``lpad`` with ``argv``, on the locked embedded
+    LaunchPad when there is one (:func:`lock_embedded_launchpad`); returns the exit status.
+
+    ``rlaunch``/``qlaunch rapidfire`` with ``--nlaunches 0`` (FireWorks' default) stops when no
+    Firework is READY for the worker and none is RUNNING or RESERVED (:data:`BUSY_STATES`), and
+    with ``until_idle`` when none is READY for any worker either (:data:`IDLE_WAIT_STATES`).
+    FireWorks' own rule (stop unless a RUNNING Firework of the worker's category has WAITING
+    children) cannot see Fireworks created at run time: a ``qlaunch`` stopped while the EPC
+    flow's elph job was creating its q-point jobs. ``until_idle`` is for workers of several
+    categories started together: the inverse-design flow's QE Fireworks appear only after jobs
+    of no category ran; such a worker waits as long as READY work of another category is left.
+    """
+    from fireworks.scripts import lpad_run, qlaunch_run, rlaunch_run
+
+    mains = {"rlaunch": rlaunch_run.rlaunch, "qlaunch": qlaunch_run.qlaunch, "lpad": lpad_run.lpad}
+    if name not in mains:
+        raise InputError(f"unknown FireWorks script {name!r} (one of {', '.join(mains)})")
+    if until_idle and name == "lpad":
+        raise InputError("--until-idle applies to rlaunch and qlaunch, not lpad")
+    lock_embedded_launchpad()
+    if name != "lpad":
+        LaunchPad.future_run_exists = _stop_rule(IDLE_WAIT_STATES if until_idle else BUSY_STATES)
+    return mains[name](list(argv)) or 0
 
 
 def submit_flow(

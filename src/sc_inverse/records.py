@@ -18,13 +18,61 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from monty.json import MSONable
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pymatgen.core import Structure
+from pymatgen.core import DummySpecies, Structure
 
 from sc_inverse.errors import InputError
 
 Verdict = Literal["pass", "fail", "not_evaluated"]
+
+
+#: atoms closer than this (Å, periodic images of the same atom included) are flagged
+#: ``atoms_too_close``; pw.x cannot run such a cell and ML predictions on it are meaningless
+MIN_DISTANCE_A = 0.5
+#: below this volume per atom (Å³) two atoms *must* be closer than ``MIN_DISTANCE_A``: spheres
+#: of radius 0.25 Å cannot be packed denser than 74 % (so no neighbour search is needed, which
+#: in a nearly flat cell would enumerate millions of images)
+_DENSEST_VOLUME_PER_ATOM_A3 = (4 / 3) * np.pi * (MIN_DISTANCE_A / 2) ** 3 / 0.7405
+
+
+def atoms_too_close(structure: Structure, min_distance_A: float = MIN_DISTANCE_A) -> bool:
+    """Whether two atoms (or an atom and its own periodic image) are closer than
+    ``min_distance_A``: the one test behind every ``atoms_too_close`` flag and refusal.
+
+    A neighbour list within ``min_distance_A`` (linear in the number of atoms), never the full
+    distance matrix.
+    """
+    n = len(structure)
+    if n == 0:
+        return False
+    if structure.volume / n < _DENSEST_VOLUME_PER_ATOM_A3 * (min_distance_A / MIN_DISTANCE_A) ** 3:
+        return True
+    reduced = structure.get_reduced_structure("LLL")  # short image search in skewed cells
+    return len(reduced.get_neighbor_list(min_distance_A)[0]) > 0
+
+
+def unknown_elements(structure: Structure) -> list[str]:
+    """Symbols that are not chemical elements (pymatgen reads 'Xx' as a dummy species)."""
+    return sorted({sp.symbol for sp in structure.composition if isinstance(sp, DummySpecies)})
+
+
+def structure_problem(structure: Structure) -> str | None:
+    """Why ``structure`` cannot be scored or computed at all (None: it can), e.g.
+    ``atoms_too_close: ...``; the flag name comes first."""
+    if len(structure) == 0:
+        return "empty_structure: no atoms"
+    if not (np.isfinite(structure.lattice.matrix).all() and np.isfinite(structure.frac_coords).all()):
+        return "non_finite_coordinates: NaN or infinite lattice or coordinates"
+    if structure.volume <= 0:
+        return "unphysical_lattice: zero cell volume"
+    unknown = unknown_elements(structure)
+    if unknown:
+        return f"unknown_element: {', '.join(unknown)} is not a chemical element"
+    if atoms_too_close(structure):
+        return f"atoms_too_close: atoms closer than {MIN_DISTANCE_A} Å"
+    return None
 
 
 class SymmetryInfo(BaseModel):
@@ -48,6 +96,25 @@ class RelaxationInfo(BaseModel):
     seconds: float = 0.0
     error: str | None = None
     calculator: str | None = Field(None, description="MLIP name, e.g. 'CHGNet'")
+
+
+class MlipPhononInfo(BaseModel):
+    """The screen's MLIP phonon check of one candidate (criterion ``mlip_dynamically_stable``)."""
+
+    verdict: Literal["stable", "unstable", "not_evaluated"] = "not_evaluated"
+    mode: Literal["filter", "advisory"] | None = Field(None, description="advisory: recorded and ranked on, never rejects")
+    potential: str | None = Field(None, description="e.g. 'CHGNet', 'SevenNet-0'")
+    min_frequency_THz: float | None = Field(None, description="lowest mode over the mesh, acoustic modes at Γ excluded")
+    softest_q: list[float] | None = Field(None, description="q of that mode, fractional (primitive reciprocal cell)")
+    min_optical_gamma_THz: float | None = None
+    tolerance_THz: float | None = Field(None, description="stable = no mode below -tolerance_THz")
+    supercell: list[int] | None = None
+    n_displacements: int | None = None
+    spacegroup: str | None = Field(None, description="of the symmetrised cell the phonons were computed on")
+    relax_converged: bool | None = None
+    settings: dict[str, Any] = Field(default_factory=dict, description="displacement_A, mesh, ... (PhononSettings)")
+    seconds: float = 0.0
+    error: str | None = None
 
 
 def _msonable_to_dicts(obj: Any) -> Any:
@@ -90,6 +157,7 @@ class CandidateRecord(BaseModel):
     duplicate_of: str | None = Field(None, description="id of an earlier record of the same screen")
     matches_training: str | None = Field(None, description="id of the training structure it matches")
     relaxation: RelaxationInfo | None = None
+    phonons: MlipPhononInfo | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -111,7 +179,20 @@ class CandidateRecord(BaseModel):
         )
 
 
+def _known_elements(structure: Structure, where: str) -> Structure:
+    """``structure`` unless a symbol is not an element ('Xx' would fail deep inside QE or a
+    model with a bare ValueError)."""
+    unknown = unknown_elements(structure)
+    if unknown:
+        raise InputError(f"{where}: {', '.join(repr(u) for u in unknown)} is not a chemical element")
+    return structure
+
+
 def _structure_from_record(rec: dict, where: str) -> Structure:
+    return _known_elements(_parse_record_structure(rec, where), where)
+
+
+def _parse_record_structure(rec: dict, where: str) -> Structure:
     if "structure" in rec and rec["structure"] is not None:
         s = rec["structure"]
         try:
@@ -138,6 +219,9 @@ def record_from_dict(rec: dict, where: str = "record") -> CandidateRecord:
     rid = rec.get("id", rec.get("jid"))
     if rid is None or str(rid) == "":
         raise InputError(f"{where}: record has no 'id' (or 'jid') field")
+    if not any(rec.get(k) for k in ("structure", "poscar", "cif")) \
+            and (rec.get("errors") or {}).get("structure"):
+        return CandidateRecord.model_validate({**rec, "id": str(rid), "structure": {}})  # saved unreadable
     structure = _structure_from_record(rec, f"{where} (id {rid})")
     extra = {k: v for k, v in rec.items() if k not in {"id", "jid", "structure", "poscar", "cif"}}
     if "jid" in rec:
@@ -165,21 +249,56 @@ def _read_pw_input(path: Path) -> Structure:
         raise InputError(f"{path}: not a readable pw.x input ({type(exc).__name__}: {exc})") from exc
     if len(atoms) == 0:
         raise InputError(f"{path}: pw.x input has no atoms")
-    return AseAtomsAdaptor.get_structure(atoms)
+    try:
+        return AseAtomsAdaptor.get_structure(atoms)
+    except ValueError as exc:  # ASE keeps unknown species as 'X', pymatgen rejects them
+        raise InputError(f"{path}: {exc} (ATOMIC_SPECIES/ATOMIC_POSITIONS must name chemical "
+                         "elements)") from exc
 
 
 def _read_structure_file(path: Path) -> Structure:
     text_head = path.read_text(errors="replace")[:20000] if path.stat().st_size < 5e7 else ""
     if path.suffix.lower() in PW_SUFFIXES or re.search(r"(?im)^\s*&system", text_head):
-        return _read_pw_input(path)
+        return _known_elements(_read_pw_input(path), str(path))
     try:
-        return Structure.from_file(path)
+        structure = Structure.from_file(path)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path}: not a readable structure file ({exc})") from exc
+    return _known_elements(structure, str(path))
 
 
-def load_records(path: str | Path) -> list[CandidateRecord]:
-    """Load candidate records from any supported input (see module docstring)."""
+def unreadable_record(rid: str, error: str, raw: dict | None = None) -> CandidateRecord:
+    """A record kept in a batch although its structure cannot be read: ``errors["structure"]``
+    says why, and the screen/predictions skip it (``structure`` holds the raw input, if any)."""
+    raw_structure = raw.get("structure") if isinstance(raw, dict) else None
+    return CandidateRecord(id=rid, structure=raw_structure if isinstance(raw_structure, dict) else {},
+                           errors={"structure": error})
+
+
+def _load_item(load, rid: str, keep_unreadable: bool, raw: dict | None = None) -> CandidateRecord:
+    """``load()``, or (``keep_unreadable``) an :func:`unreadable_record` (the command that
+    skips it reports it)."""
+    try:
+        return load()
+    except InputError as exc:
+        if not keep_unreadable:
+            raise
+        return unreadable_record(rid, str(exc), raw)
+
+
+def _record_id(rec: Any, default: str) -> str:
+    rid = rec.get("id", rec.get("jid")) if isinstance(rec, dict) else None
+    return default if rid is None or str(rid) == "" else str(rid)
+
+
+def load_records(path: str | Path, keep_unreadable: bool = False) -> list[CandidateRecord]:
+    """Load candidate records from any supported input (see module docstring).
+
+    ``keep_unreadable`` (batch commands: predict, screen, run --include): a record whose
+    structure cannot be read (unknown element, no atoms, malformed) does not stop the batch;
+    it is returned as an :func:`unreadable_record` (the screen reports and skips it). Otherwise the
+    first bad record raises :class:`InputError`.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
@@ -188,7 +307,9 @@ def load_records(path: str | Path) -> list[CandidateRecord]:
         if not files:
             raise InputError(f"{path}: folder holds no structure files")
         return [
-            CandidateRecord.from_structure(_read_structure_file(f), id=f.stem, origin="user")
+            _load_item(lambda f=f: CandidateRecord.from_structure(_read_structure_file(f), id=f.stem,
+                                                                  origin="user"),
+                       f.stem, keep_unreadable)
             for f in files
         ]
     suffix = path.suffix.lower()
@@ -200,10 +321,13 @@ def load_records(path: str | Path) -> list[CandidateRecord]:
         if isinstance(data, dict) and "records" in data:
             data = data["records"]
         elif isinstance(data, dict) and "@class" in data:  # a bare Structure dict
-            return [CandidateRecord.from_structure(Structure.from_dict(data), id=path.stem)]
+            structure = _structure_from_record({"structure": data}, str(path))
+            return [CandidateRecord.from_structure(structure, id=path.stem)]
         if not isinstance(data, list):
             raise InputError(f"{path}: expected a JSON list of records or {{'records': [...]}}")
-        records = [record_from_dict(r, f"{path}[{i}]") for i, r in enumerate(data)]
+        records = [_load_item(lambda r=r, i=i: record_from_dict(r, f"{path}[{i}]"),
+                              _record_id(r, f"{path.stem}[{i}]"), keep_unreadable, r)
+                   for i, r in enumerate(data)]
         ids = [r.id for r in records]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
@@ -216,7 +340,8 @@ def load_records(path: str | Path) -> list[CandidateRecord]:
         for i, row in enumerate(rows):
             row = {k.strip().lower(): v for k, v in row.items() if k}
             row.setdefault("id", row.get("jid") or f"{path.stem}-{i}")
-            out.append(record_from_dict(row, f"{path} row {i + 2}"))
+            out.append(_load_item(lambda row=row, i=i: record_from_dict(row, f"{path} row {i + 2}"),
+                                  str(row["id"]), keep_unreadable))
         if not out:
             raise InputError(f"{path}: CSV has no rows")
         return out

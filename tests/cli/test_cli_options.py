@@ -50,7 +50,7 @@ def test_run_leaves_defaults_to_the_settings_and_hands_the_store_down(monkeypatc
         seen.update(args=args, kwargs=kwargs)
         return "flow"
 
-    def fake_run(flow, store, root_dir):
+    def fake_run(flow, store, root_dir, log):
         seen["job_store_settings"] = store
         (root_dir.parent / "funnel.json").write_text(json.dumps({"counts": {"generated": 0}}))
         return {}
@@ -58,6 +58,7 @@ def test_run_leaves_defaults_to_the_settings_and_hands_the_store_down(monkeypatc
     monkeypatch.setattr(run_module, "make_inverse_design_flow", fake_flow)
     monkeypatch.setattr(run_module, "run_flow_locally", fake_run)
     monkeypatch.setattr(run_module, "get_job_store", lambda settings: settings)
+    monkeypatch.setattr(run_module, "check_store", lambda settings: f"{settings.store} store")
     res = CliRunner().invoke(cli, ["run", "--store", "mongo", "--run-name", "x"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output

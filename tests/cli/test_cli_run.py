@@ -4,6 +4,7 @@ Quantum ESPRESSO (fcc Al with the LDA pseudopotential), convex hull, builders, r
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_run_then_report_end_to_end(tmp_path, monkeypatch):
     # the printed table is read back from the collections the flow's finalize job built
     assert "DFT results of this run (superconductors collection, 1 of 1 completed)" in res.output
     assert al["material_id"].startswith("Al-225-") and al["material_id"] in res.output
+    # each log line once: jobflow's own handler (which re-printed every line the CLI's handler
+    # printed) is off, so no line comes in its raw format; one "job:" line per job step
+    assert re.search(r"^\d\d:\d\d:\d\d job: qe elph$", res.output, re.MULTILINE), res.output
+    assert "Starting job -" not in res.output and "Finished job" not in res.output
+    assert "Traceback" not in res.output
 
     res = runner.invoke(cli, ["query", "--format", "json"], catch_exceptions=False)
     assert res.exit_code == 0 and '"Al"' in res.output

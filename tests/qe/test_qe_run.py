@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,50 @@ def test_step_names_the_timing(tmp_path, monkeypatch, qe_data):
     iset = PwInputSet(inputs={"pw.in": (qe_data / "pw" / "al_scf.in").read_text()})
     res = run_qe("pw", iset, tmp_path / "run", step="scf_la2f")
     assert res.timing.step == "scf_la2f" and res.timing.command.startswith("env SC_FAKE_MPI=2 ")
+
+
+def test_check_executables_names_the_missing_program_and_its_setting(tmp_path):
+    from sc_inverse.errors import SettingsError
+    from sc_inverse.qe.run import check_executables
+    from sc_inverse.settings import ScInverseSettings
+
+    ok = tmp_path / "pw.x"
+    ok.write_text("#!/bin/sh\n")
+    ok.chmod(0o755)
+    settings = ScInverseSettings(pw_cmd=str(ok), ph_cmd=str(tmp_path / "missing" / "ph.x"))
+    check_executables(["pw"], settings)
+    with pytest.raises(SettingsError, match=r"ph.x: executable .*missing/ph.x.*setting ph_cmd.*SC_INVERSE_PH_CMD"):
+        check_executables(["pw", "ph"], settings)
+    mpi = settings.model_copy(update={"mpi_prefix": "no-such-mpirun -np 4", "ph_cmd": str(ok)})
+    with pytest.raises(SettingsError, match="MPI launcher 'no-such-mpirun'.*mpi_prefix"):
+        check_executables(["pw", "ph"], mpi)
+    check_executables(["q2r"], mpi)  # serial programs do not need the launcher
+
+
+def test_a_stopped_run_leaves_no_child_process(tmp_path):
+    """stop_process_group reaches the whole group (what an mpirun prefix starts)."""
+    import subprocess
+    import time
+
+    from sc_inverse.qe.run import QeJob, stop_process_group
+
+    script = tmp_path / "fake.sh"
+    script.write_text("#!/bin/sh\nsleep 300 &\nsleep 300\n")  # a child with a grandchild
+    script.chmod(0o755)
+    (tmp_path / "x.in").write_text("")
+    job = QeJob([str(script)], "x.in", "x.out")
+    proc = job.run(tmp_path)
+    time.sleep(0.5)
+    pgid = proc.pid
+    stop_process_group(proc, grace_s=2)
+    time.sleep(0.2)
+    members = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+    alive = [pid for pid in members if _state(pid) not in ("Z", None)]  # zombies await init
+    assert proc.returncode is not None and alive == []
+
+
+def _state(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

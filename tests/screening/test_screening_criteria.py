@@ -18,7 +18,8 @@ from sc_inverse.screening.criteria import (
 
 def test_default_is_the_papers_screen():
     crit = {c.label: c for c in default_criteria()}
-    assert set(crit) == {"tc_K > 5", "gap_eV < 0.05", "e_form_eV_per_atom < 0"}
+    assert set(crit) == {"tc_K > 5", "gap_eV < 0.05", "e_form_eV_per_atom < 0", "mlip_dynamically_stable"}
+    assert [c.label for c in default_criteria() if c.mode == "advisory"] == ["mlip_dynamically_stable"]
     assert crit["e_form_eV_per_atom < 0"].stage == "mlip"
     assert crit["tc_K > 5"].stage == "ml"
 

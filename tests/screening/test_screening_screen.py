@@ -179,6 +179,7 @@ def test_screen_config_parses_and_orders_criteria():
     cfg = ScreenConfig(criteria=[EFORM, TC])
     assert [c.label for c in cfg.criteria] == ["tc_K > 5", "e_form_eV_per_atom < 0.5"]  # ML first
     assert [c.label for c in cfg.ml_criteria] == ["tc_K > 5"] and len(cfg.mlip_criteria) == 1
-    assert [c.key for c in ScreenConfig().criteria] == ["tc_K", "gap_eV", "e_form_eV_per_atom"]
+    assert [c.key for c in ScreenConfig().criteria] == ["tc_K", "gap_eV", "e_form_eV_per_atom",
+                                                        "mlip_min_frequency_THz"]
     with pytest.raises(InputError, match="criteria"):
         ScreenConfig(criteria=[{"key": "tc_K", "comparison": "~", "threshold": 1}])

@@ -9,12 +9,14 @@ import torch or QE code.
 from __future__ import annotations
 
 import importlib
-import logging
+import signal
 import sys
 
 import click
 
-from sc_inverse.errors import ScInverseError
+from sc_inverse.cli.output import configure_output
+from sc_inverse.errors import ScInverseError, Terminated
+from sc_inverse.settings import get_settings, legacy_data_dir_notice
 
 #: command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -29,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "build": "sc_inverse.cli.builders:build",
     "query": "sc_inverse.cli.builders:query",
     "submit": "sc_inverse.cli.submit:submit",
+    "rlaunch": "sc_inverse.cli.launch:rlaunch",
+    "qlaunch": "sc_inverse.cli.launch:qlaunch",
+    "lpad": "sc_inverse.cli.launch:lpad",
     "run": "sc_inverse.cli.run:run",
     "report": "sc_inverse.cli.report:report",
 }
@@ -45,6 +50,9 @@ COMMAND_HELP: dict[str, str] = {
     "build": "Run the maggma builders (superconductors, thermo).",
     "query": "Query the superconductors/thermo collections.",
     "submit": "Submit a flow to the FireWorks LaunchPad.",
+    "rlaunch": "FireWorks' rlaunch, safe on the embedded LaunchPad.",
+    "qlaunch": "FireWorks' qlaunch, safe on the embedded LaunchPad.",
+    "lpad": "FireWorks' lpad, safe on the embedded LaunchPad.",
     "run": "Run the whole inverse-design flow locally.",
     "report": "Paper-style figures and summary of a run.",
 }
@@ -75,25 +83,75 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup)
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More output: -v every INFO line, library warnings and tracebacks; -vv debug.")
 @click.version_option(package_name="sc-inverse")
 def cli(verbose: int) -> None:
     """sc-inverse: generate, screen and DFT-validate conventional superconductors."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_output(verbose)
+    try:
+        notice = legacy_data_dir_notice(get_settings())
+    except ScInverseError:
+        return  # the command itself reports a broken setting (this keeps `CMD --help` working)
+    if notice:
+        click.echo(notice, err=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " | ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+
+
+def _verbosity(argv: list[str]) -> int:
+    """-v count of the group options (before the subcommand), for error reporting in main."""
+    n = 0
+    for arg in argv:
+        if arg == "--verbose":
+            n += 1
+        elif arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) == {"v"}:
+            n += len(arg) - 1
+        elif not arg.startswith("-"):
+            break
+    return n
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
 
 
 def main() -> None:
-    """Console entry point: turn expected errors into one clear line and exit code 2."""
+    """Console entry point: every failure is one line on stderr, never a traceback (``-v``
+    shows the traceback of unexpected errors).
+
+    Exit status: 2 for errors the user can fix (:class:`ScInverseError`, files, store),
+    1 for unexpected errors, 130 on Ctrl-C, 143 on SIGTERM (child QE processes are stopped on
+    the way out, see :mod:`sc_inverse.qe.run`).
+    """
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Terminated:
+        click.echo("Terminated (SIGTERM); child processes stopped.", err=True)
+        sys.exit(143)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except ScInverseError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {_one_line(exc)}", err=True)
         sys.exit(2)
-
+    except OSError as exc:  # disk full, permissions, read-only file system
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"Error: {exc.strerror or _one_line(exc)}{where}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if _verbosity(sys.argv[1:]):
+            raise
+        if type(exc).__name__ == "DatabaseError":  # sqlite3: a damaged embedded-store file
+            click.echo(f"Error: a store file is damaged ({_one_line(exc)}); see `sc-inverse "
+                       "query` for which one", err=True)
+            sys.exit(2)
+        click.echo(f"Error: unexpected {type(exc).__name__}: {_one_line(exc)[:300]} (run with "
+                   "-v for the traceback)", err=True)
+        sys.exit(1)

@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 
 from sc_inverse.builders import query_results, run_builders
+from sc_inverse.cli.preflight import check_store, say
 from sc_inverse.report.tables import format_rows
+from sc_inverse.settings import get_settings
+from sc_inverse.stores.health import embedded_store_exists
 
 
 @click.command("build")
@@ -17,6 +20,7 @@ from sc_inverse.report.tables import format_rows
               help="Run only these builders (default: both).")
 def build(entries_file, only):
     """Build/refresh the superconductors and thermo collections from the job store."""
+    say(f"building superconductors and thermo in the {check_store(write=True)}")
     summary = run_builders(entries_file=str(entries_file) if entries_file else None,
                            only=list(only) or None, progress=True)
     for name, s in summary.items():
@@ -37,8 +41,13 @@ def query(tc_min, ehull_max, stable_only, fmt):
 
     One row per material whose electron-phonon calculation completed; E_above_hull is >= 0
     (0 = on the hull) and e_phase_separation_eV_per_atom < 0 says by how much a material is
-    below the hull of the other phases."""
-    rows = query_results(tc_min=tc_min, ehull_max=ehull_max, stable_only=stable_only)
+    below the hull of the other phases. Read-only: works on a store this process cannot write."""
+    settings = get_settings()
+    where = check_store(settings, write=False)
+    exists = settings.store != "embedded" or embedded_store_exists(settings)
+    rows = query_results(tc_min=tc_min, ehull_max=ehull_max, stable_only=stable_only) if exists else []
     click.echo(format_rows(rows, fmt))
     if fmt == "table":
-        click.echo(f"{len(rows)} material(s)", err=True)
+        say(f"{len(rows)} material(s) in the {where}" if exists else
+            f"no results yet: {where} does not exist (run `sc-inverse epc` or `sc-inverse run`, "
+            "or set SC_INVERSE_DATA_DIR to the data dir that holds them)")

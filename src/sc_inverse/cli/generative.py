@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from sc_inverse.cli.options import ElementList, device_option, from_settings
+from sc_inverse.cli.preflight import check_output_dir, check_output_file
 from sc_inverse.data import load_jarvis_sc
 from sc_inverse.generative.config import CDVAEConfig
 from sc_inverse.generative.metrics import evaluate_records, reconstruction_match_rate
@@ -42,6 +43,7 @@ from sc_inverse.records import load_records, save_records
 def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta, dropout, patience,
                     max_minutes, val_fraction, seed, resume, snapshot_every):
     """Train the CDVAE generator; the best-on-validation weights go to OUT/model.pt."""
+    check_output_dir(out_dir, "--out")
     from sc_inverse.generative.data import build_vocabulary, load_structures, split_items, to_items
     from sc_inverse.generative.train import fit
 
@@ -94,6 +96,7 @@ def train_generator(data, out_dir, epochs, device, preset, batch_size, lr, beta,
 def generate(n, model_dir, steps_per_level, step_lr, seed, out, optimize_tc, opt_steps, symmetrize,
              prior, device, batch_size, threads, elements):
     """Sample new crystals; writes a JSON list of CandidateRecords."""
+    check_output_file(out, "--out")
     if threads:
         import torch
 
@@ -123,6 +126,7 @@ def generate(n, model_dir, steps_per_level, step_lr, seed, out, optimize_tc, opt
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON.")
 def evaluate_generator(input_path, model_dir, reference, n_coverage, n_recon, out):
     """Validity, uniqueness, novelty, COV-R/P, Wasserstein distances, fraction T_c > 5 K."""
+    check_output_file(out, "--out")
     records = load_records(input_path)
     metrics = evaluate_records(records, model_dir, reference, n_coverage)
     if n_recon:
@@ -134,3 +138,4 @@ def evaluate_generator(input_path, model_dir, reference, n_coverage, n_recon, ou
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(metrics, indent=1))
     click.echo(json.dumps(metrics, indent=1))
+    click.echo(f"metrics -> {out}", err=True)

@@ -9,8 +9,22 @@ import click
 
 from sc_inverse.builders import query_results
 from sc_inverse.cli.options import preset_option, pseudo_dir_option
+from sc_inverse.cli.preflight import (
+    EPC_PROGRAMS,
+    check_output_dir,
+    check_output_file,
+    check_preset,
+    check_qe,
+    check_store,
+)
 from sc_inverse.errors import CalculationError
-from sc_inverse.pipeline.epc import epc_summary, make_epc_flow, run_epc_flow
+from sc_inverse.pipeline.epc import (
+    MAX_EPC_ATOMS,
+    check_epc_size,
+    epc_summary,
+    make_epc_flow,
+    run_epc_flow,
+)
 from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import clean_structure, get_preset
 from sc_inverse.records import load_structure
@@ -42,16 +56,28 @@ def _fmt(value: float | None, spec: str) -> str:
 @click.option("--relax/--no-relax", default=None, help="Force/skip the vc-relax (default: preset).")
 @click.option("--store/--no-store", "use_store", default=True, show_default=True,
               help="Save the task documents in the configured job store (settings.store).")
+@click.option("--force", is_flag=True,
+              help=f"Run cells above the size limit ({MAX_EPC_ATOMS} atoms) anyway.")
 def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, fresh, fanout,
-        relax, use_store):
+        relax, use_store, force):
     """Electron-phonon λ, ω_log and T_c of STRUCTURE (pw.x input, CIF, POSCAR or record JSON).
 
     The material id (standardised structure + settings) names the run folder and the stored
     row: running the same structure again continues an interrupted run (ph.x from its first
-    unfinished q-point) or reuses a finished one, and updates its row instead of adding one."""
+    unfinished q-point) or reuses a finished one, and updates its row instead of adding one.
+
+    Everything that could fail later is checked first (output paths, QE executables, the
+    preset, the store, the structure and its size, pseudopotentials), so a mistake costs no
+    compute and a finished calculation is never lost to an unwritable --out."""
     settings = get_settings()
-    preset_obj = get_preset(preset)
+    preset_obj = get_preset(check_preset(preset, "qe_preset", settings))
+    check_output_file(out_file, "--out")
+    check_output_dir(workdir, "--workdir")
+    check_qe(EPC_PROGRAMS, settings)
+    if use_store:
+        check_store(settings)
     structure, sid = load_structure(structure_file)
+    check_epc_size(structure, force)
     structure = clean_structure(structure)
     pseudos, resolved = resolve_pseudopotentials(structure, preset_obj, pseudo_dir, pseudo_pattern)
     click.echo(f"{structure.composition.reduced_formula}: preset {preset_obj.name}, pseudopotentials "

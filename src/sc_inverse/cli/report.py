@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sc_inverse.cli.preflight import check_output_dir
 from sc_inverse.runs import latest_run
 
 
@@ -18,5 +19,6 @@ def report(run_dir: Path | None, out_dir: Path) -> None:
     """Paper-style figures (Fig. 1b, 2, 3), Table 1 and the funnel of a run."""
     from sc_inverse.report.summary import build_report  # matplotlib: only when a report is made
 
+    check_output_dir(out_dir, "--out")
     summary = build_report(run_dir or latest_run(), out_dir)
-    click.echo(f"report: {summary}")
+    click.echo(f"report (figures + summary.md) -> {summary}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import click
@@ -14,10 +13,18 @@ from sc_inverse.cli.options import (
     inverse_design_options,
     run_name_option,
 )
+from sc_inverse.cli.preflight import (
+    EPC_PROGRAMS,
+    check_output_dir,
+    check_preset,
+    check_qe,
+    check_store,
+    say,
+)
 from sc_inverse.execution import run_flow_locally
 from sc_inverse.pipeline.maker import make_inverse_design_flow
 from sc_inverse.report.tables import format_rows
-from sc_inverse.runs import new_run_dir
+from sc_inverse.runs import new_run_dir, runs_root
 from sc_inverse.settings import get_settings
 from sc_inverse.stores import get_job_store
 
@@ -47,11 +54,13 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
     # --store picks the stores of this run only: the job store the flow writes to (and whose
     # collections its finalize job builds and the table below reads), never the environment
     settings = get_settings().model_copy(update={"store": store}) if store else get_settings()
-    logging.getLogger("sc_inverse").setLevel(logging.INFO)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_preset(preset, "run_qe_preset", settings)  # None stays None: the flow reads the setting
+    if (settings.run_top_k if top_k is None else top_k) > 0:
+        check_qe(EPC_PROGRAMS, settings)
+    check_output_dir(runs_root(), "data dir")
+    where = check_store(settings)
     run_dir = new_run_dir(run_name)
-    click.echo(f"run folder: {run_dir.root}")
+    say(f"run folder: {run_dir.root}; task documents and results -> {where}")
     flow = make_inverse_design_flow(
         run_dir.root, n, top_k, preset, seed, optimize_tc, include,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, criteria_file=criteria_file,
@@ -59,7 +68,8 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
     )
     job_store = get_job_store(settings)
     t0 = time.perf_counter()
-    responses = run_flow_locally(flow, store=job_store, root_dir=run_dir.root / "jobs")
+    # log=False: jobflow's own handler would print every line a second time (cli.output)
+    responses = run_flow_locally(flow, store=job_store, root_dir=run_dir.root / "jobs", log=False)
     elapsed = time.perf_counter() - t0
     funnel = run_dir.read_json(run_dir.funnel, default={})
     if not funnel:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sc_inverse.cli.options import device_option
+from sc_inverse.cli.preflight import check_output_dir, check_output_file
 from sc_inverse.records import load_records, save_records
 from sc_inverse.report.tables import write_screen_table
 from sc_inverse.screening.criteria import load_criteria
@@ -36,6 +37,7 @@ from sc_inverse.screening.train import train_alignn
 def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, lr, weight_decay, seed,
                     kind) -> None:
     """Train a property model (ALIGNN by default) and write its model directory with MODEL_CARD.md."""
+    check_output_dir(out_dir, "--out")
     if kind == "chgnet-hgb":
         command = "sc-inverse " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("sc-inverse") else (
             f"sc-inverse train-predictor --kind chgnet-hgb --target {target} --out {out_dir}")
@@ -75,8 +77,13 @@ def train_predictor(data, target, out_dir, epochs, batch_size, hidden, layers, l
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @device_option
 def predict(structures, models, out, batch_size, device) -> None:
-    """Predictions only (no relaxation, no criteria); records keep their id, T_c under tc_K in K."""
-    records = load_records(structures)
+    """Predictions only (no relaxation, no criteria); records keep their id, T_c under tc_K in K.
+
+    A record that cannot be scored (unreadable, unknown element, atoms closer than 0.5 Å, ...)
+    is reported, keeps its reason in ``errors`` and is skipped; the others are predicted.
+    """
+    check_output_file(out, "--out")
+    records = load_records(structures, keep_unreadable=True)
     preds = [load_predictor(m or None, device=device) for m in (models or (None,))]
     res = predict_records(records, preds, batch_size=batch_size, device=device, progress=True)
     save_records(res, out)
@@ -100,8 +107,14 @@ def predict(structures, models, out, batch_size, device) -> None:
 @device_option
 def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator, keep_known, strict,
            batch_size, device) -> None:
-    """Screen candidates: dedup, novelty, ALIGNN criteria, CHGNet relaxation of survivors, ranking."""
-    records = load_records(candidates)
+    """Screen candidates: dedup, novelty, ALIGNN criteria, CHGNet relaxation of survivors, ranking.
+
+    A record that cannot be scored (unreadable, unknown element, atoms closer than 0.5 Å, ...)
+    is reported, keeps its reason in ``errors`` and is skipped; the others are screened.
+    """
+    check_output_file(out, "--out")
+    check_output_file(csv_out or Path(out).with_suffix(".csv"), "--csv")
+    records = load_records(candidates, keep_unreadable=True)
     criteria = load_criteria(criteria_file) if criteria_file else None
     res, summary = screen_records(records, criteria=criteria, top_k=top_k, relax=not no_relax,
                                   calculator=calculator, exclude_known=not keep_known, strict=strict,
@@ -118,6 +131,7 @@ def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator,
                f"{summary['n_selected']} selected -> {out}")
     for c in summary["criteria"]:
         state = "evaluated" if c["available"] else f"NOT EVALUATED: {c['reason_unavailable'][:160]}"
+        state += ", advisory: ranks, never rejects" if c["mode"] == "advisory" else ""
         click.echo(f"  {c['criterion']}: pass {c['n_pass']}, fail {c['n_fail']}, "
                    f"not evaluated {c['n_not_evaluated']} [{state}]")
     click.echo(f"summary -> {summary_path}")

@@ -16,9 +16,10 @@ from sc_inverse.cli.options import (
     pseudo_dir_option,
     run_name_option,
 )
+from sc_inverse.cli.preflight import check_launchpad, say
 from sc_inverse.errors import InputError
 from sc_inverse.execution import fworker_category, recover_lost_runs, submit_flow
-from sc_inverse.pipeline.epc import make_epc_flow
+from sc_inverse.pipeline.epc import MAX_EPC_ATOMS, check_epc_size, make_epc_flow
 from sc_inverse.records import load_structure
 from sc_inverse.runs import new_run_dir
 
@@ -37,11 +38,14 @@ def submit() -> None:
 @click.option("--relax/--no-relax", default=None)
 @launchpad_option
 @category_option
+@click.option("--force", is_flag=True, help=f"Submit cells above {MAX_EPC_ATOMS} atoms anyway.")
 def submit_epc(structure_file, preset, pseudo_dir, pseudo_pattern, fanout, relax,
-               launchpad_file, category):
+               launchpad_file, category, force):
     """The QE electron-phonon T_c flow of STRUCTURE (relax → scf → ph/q2r/matdyn → T_c →
     builders), tagged with its material id (structure + settings, as `epc` does)."""
+    say(f"workflows -> {check_launchpad(launchpad_file)}")
     structure, sid = load_structure(structure_file)
+    check_epc_size(structure, force)
     flow, mid = make_epc_flow(
         structure, preset=preset, pseudo_dir=str(pseudo_dir.resolve()) if pseudo_dir else None,
         pseudo_pattern=pseudo_pattern, fanout=fanout, relax=relax,
@@ -59,6 +63,7 @@ def submit_flow_file(flow_file, launchpad_file, category):
     """Any jobflow Flow/Job serialised to JSON/YAML (monty ``dumpfn(flow, FILE)``)."""
     if not flow_file.is_file():
         raise InputError(f"{flow_file}: no such file")
+    say(f"workflows -> {check_launchpad(launchpad_file)}")
     try:
         flow = loadfn(flow_file)
     except Exception as exc:  # noqa: BLE001 - monty/json raise many types
@@ -76,6 +81,7 @@ def submit_flow_file(flow_file, launchpad_file, category):
 @launchpad_option
 def submit_recover(expiration_secs, fizzled, launchpad_file):
     """Re-run Fireworks of killed rockets (and optionally fizzled ones)."""
+    say(f"LaunchPad: {check_launchpad(launchpad_file)}")
     ids = recover_lost_runs(launchpad_file, expiration_secs, fizzled)
     click.echo(f"re-running {len(ids)} fireworks: {ids}")
 
@@ -94,6 +100,7 @@ def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_d
     # the pipeline pulls in matplotlib (pymatgen's phase diagram); the other submit commands don't
     from sc_inverse.pipeline.maker import make_inverse_design_flow
 
+    say(f"workflows -> {check_launchpad(launchpad_file)}")
     run_dir = new_run_dir(run_name)
     category = category or fworker_category()
     flow = make_inverse_design_flow(

@@ -25,18 +25,17 @@ from tqdm.auto import tqdm
 
 from sc_inverse.errors import InputError
 from sc_inverse.generative.data import collate, structure_to_item
-from sc_inverse.generative.graph import batch_index, lattice_from_params, periodic_radius_graph
+from sc_inverse.generative.graph import batch_index, lattice_from_params
 from sc_inverse.generative.model import CDVAE, load_model
 from sc_inverse.generative.optimize import optimize_latent_tc
 from sc_inverse.generative.symmetry import recover_symmetry
-from sc_inverse.records import CandidateRecord
+from sc_inverse.records import MIN_DISTANCE_A, CandidateRecord, atoms_too_close
 from sc_inverse.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 CDVAE_STEPS_PER_LEVEL = 100
 DEFAULT_STEPS_PER_LEVEL = 2
-MIN_DISTANCE_A = 0.5
 COMPOSITION_TEMPERATURE = 1.0
 MAX_SCORE_NORM = 10.0  # per-atom cap on the decoder's (−ε) estimate; genuine values are ~√3
 
@@ -225,10 +224,7 @@ def structure_flags(structures) -> list[list[str]]:
         if not (np.isfinite(s.frac_coords).all() and np.isfinite(s.lattice.matrix).all()):
             flags.append(["non_finite_coordinates"])
             continue
-        frac = torch.tensor(s.frac_coords, dtype=torch.float64)
-        lat = torch.tensor(s.lattice.matrix, dtype=torch.float64)[None]
-        g = periodic_radius_graph(frac, lat, torch.tensor([len(s)]), MIN_DISTANCE_A, max_images=2)
-        if len(g.src) > 0:
+        if atoms_too_close(s, MIN_DISTANCE_A):  # the test every command flags with
             f.append("atoms_too_close")
         lengths, angles = s.lattice.abc, s.lattice.angles
         if (s.volume < 0.1 or min(lengths) < 1.0 or min(angles) < 30 or max(angles) > 150

@@ -10,8 +10,11 @@ returned in its primitive standard setting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import warnings
+from collections.abc import Iterator
 
 from pymatgen.core import Structure
 
@@ -43,6 +46,21 @@ def _rms_displacement_A(original: Structure, candidate: Structure) -> float | No
     return float(res[0]) * (original.volume / len(original)) ** (1 / 3)
 
 
+@contextlib.contextmanager
+def quiet_spglib() -> Iterator[None]:
+    """Silence spglib's C-level messages ("spglib: ssm_get_exact_positions failed." ...,
+    hundreds per generated batch at loose tolerances) through its own switch, which spglib
+    >= 2 reads on every call; a value the user set is left alone."""
+    if "SPGLIB_WARNING" in os.environ:
+        yield
+        return
+    os.environ["SPGLIB_WARNING"] = "OFF"
+    try:
+        yield
+    finally:
+        os.environ.pop("SPGLIB_WARNING", None)
+
+
 def recover_symmetry(
     structure: Structure,
     tolerances: tuple[float, ...] = DEFAULT_TOLERANCES_A,
@@ -52,7 +70,7 @@ def recover_symmetry(
     """Highest-symmetry cell within ``max_rms_A`` of ``structure``; never raises on bad cells."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_spglib():
         warnings.simplefilter("ignore")
         try:
             before = _label(SpacegroupAnalyzer(structure, symprec=min(tolerances)))

@@ -30,7 +30,7 @@ from monty.json import MontyDecoder, MontyEncoder
 from pymatgen.core import Structure
 
 from sc_inverse.builders.jobs import build_collections
-from sc_inverse.errors import CalculationError
+from sc_inverse.errors import CalculationError, InputError
 from sc_inverse.metadata import material_id, tag_candidate
 from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.pseudos import find_pseudopotentials
@@ -40,6 +40,23 @@ logger = logging.getLogger(__name__)
 
 #: namespace of the job uuids derived from a material id (uuid5)
 UUID_NAMESPACE = uuid.UUID("6f1d2b8e-63a4-4f0e-9d0c-5c3e0f7a9b21")
+
+#: Largest cell (atoms) ``epc`` runs without ``--force``. DFPT electron-phonon cost grows
+#: steeply with the cell; measured on fcc-Al supercells (docs/reliability.md, "size guard"),
+#: a cell of this size already needs days of one core per q-point set.
+MAX_EPC_ATOMS = 40
+
+
+def check_epc_size(structure: Structure, force: bool = False,
+                   max_atoms: int = MAX_EPC_ATOMS) -> None:
+    """Refuse (InputError) a cell above ``max_atoms`` unless ``force``: before any structure
+    cleaning, symmetry analysis or pw.x run is paid for."""
+    n = len(structure)
+    if n > max_atoms and not force:
+        raise InputError(
+            f"{structure.composition.reduced_formula}: {n} atoms is above the EPC size limit "
+            f"({max_atoms} atoms: DFPT cost grows ~N^3-N^4, see docs/reliability.md); use the "
+            "primitive cell, or pass --force to run it anyway")
 
 
 def _file_md5(path: Path) -> str:
@@ -54,8 +71,9 @@ def epc_settings(structure: Structure, preset: str | QePreset | None = None,
     whether the cell is relaxed first."""
     preset_obj = get_preset(preset)
     fields = json.dumps(dataclasses.asdict(preset_obj), sort_keys=True, default=str)
-    pseudos = find_pseudopotentials(structure, pseudo_dir,
-                                    pseudo_pattern or preset_obj.pseudo_pattern)
+    # the preset's library when no directory is given (as the QE jobs resolve it: `--preset
+    # test` without --pseudo-dir uses the Debian LDA files, not settings.pseudo_dir)
+    pseudos = find_pseudopotentials(structure, pseudo_dir, pseudo_pattern, preset_obj)
     return {
         "preset": preset_obj.name,
         "preset_sha256": hashlib.sha256(fields.encode()).hexdigest(),
@@ -137,7 +155,7 @@ def _run_job(job: Job, store: JobStore, folder: Path, reused: list[str]) -> None
         reused.append(job.name)
         return
     here.mkdir(parents=True, exist_ok=True)
-    logger.info("%s: running in %s", job.name, here)
+    logger.debug("%s: running in %s", job.name, here)  # jobflow logs the step itself (INFO)
     with contextlib.chdir(here):
         response = job.run(store=store)
     if response.stop_jobflow or response.stop_children:

@@ -93,7 +93,9 @@ def make_inverse_design_flow(
     """
     settings = get_settings()
     preset = preset or settings.run_qe_preset
-    extra = [r.model_dump(mode="json") for r in load_records(include)] if include else []
+    # a bad --include record is reported and skipped by the screen, not fatal to the run
+    extra = [r.model_dump(mode="json") for r in load_records(include, keep_unreadable=True)] \
+        if include else []
     criteria = [c.model_dump() for c in load_criteria(criteria_file)] if criteria_file else None
     space = resolve_chemical_space(settings.run_elements if elements is None else elements,
                                    preset, pseudo_dir)

@@ -3,21 +3,37 @@
 :func:`run_qe` is the one way any QE executable (pw.x, ph.x, q2r.x, matdyn.x, lambda.x) runs:
 it writes the input set, runs the program under custodian with the caller's error handlers,
 times it, and raises :class:`~sc_inverse.errors.CalculationError` when the run did not finish.
+
+Child processes never outlive the Python process that started them: each QE command runs in
+its own process group (so stopping it reaches the ranks an ``mpirun`` prefix starts) with
+Linux's parent-death signal set (SIGTERM when the parent dies, even by SIGKILL), and
+:func:`run_qe` stops the group on any exit, including SIGTERM (turned into
+:class:`~sc_inverse.errors.Terminated` while a run is in progress) and Ctrl-C.
+:func:`check_executables` is the start-up check that every configured command exists.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 import shlex
+import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from custodian.custodian import Custodian, CustodianError, ErrorHandler, Job
 
-from sc_inverse.errors import CalculationError
+from sc_inverse.errors import CalculationError, SettingsError, Terminated
 from sc_inverse.qe.parsers import JOB_DONE, qe_errors
 from sc_inverse.qe.schemas import QeCorrection, RunTiming
 from sc_inverse.qe.sets import QeInputSet
@@ -55,6 +71,72 @@ def qe_command(program: str, settings=None, parallel: bool | None = None) -> lis
     return prefix + shlex.split(exe)
 
 
+def check_executables(programs: Iterable[str] = tuple(PROGRAMS), settings=None) -> None:
+    """Raise :class:`SettingsError` naming the first configured command (and its setting) that
+    is not an executable on ``PATH``; the MPI launcher of ``mpi_prefix`` is checked too."""
+    settings = settings or get_settings()
+    for program in programs:
+        attr = PROGRAMS[program].settings_attr
+        argv = shlex.split(getattr(settings, attr) or "")
+        if not argv or shutil.which(argv[0]) is None:
+            raise SettingsError(
+                f"{program}.x: executable {argv[0] if argv else '(empty)'!r} not found (setting "
+                f"{attr}: install Quantum ESPRESSO, or set SC_INVERSE_{attr.upper()} to its path)")
+    if settings.mpi_prefix and any(PROGRAMS[p].parallel for p in programs):
+        launcher = shlex.split(settings.mpi_prefix)[0]
+        if shutil.which(launcher) is None:
+            raise SettingsError(f"MPI launcher {launcher!r} of setting mpi_prefix not found "
+                                "(install it, or set SC_INVERSE_MPI_PREFIX='' to run serially)")
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "prctl", None) \
+    if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the forked child, before exec: SIGTERM when the parent dies (Linux only); exit at
+    once if it died before the signal was armed."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def stop_process_group(process: subprocess.Popen | None, grace_s: float = 5.0) -> None:
+    """SIGTERM to the process group of ``process`` (it leads its own group), SIGKILL after
+    ``grace_s``; no-op when it has already finished."""
+    if process is None or process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While a QE program runs: SIGTERM raises :class:`Terminated` (so ``finally`` blocks stop
+    the children) when nothing else handles SIGTERM; only in the main thread."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class QeJob(Job):
     """One executable call: ``cmd -in input > output`` (``cmd < input > output`` with
     ``reads_stdin``); earlier attempts' outputs are kept, the last process is ``self.process``."""
@@ -83,12 +165,18 @@ class QeJob(Job):
         stdin = open(directory / self.input_file) if self.reads_stdin else None  # noqa: SIM115
         try:
             with open(out, "w") as fout, open(directory / f"{self.output_file}.stderr", "w") as ferr:
+                # own process group: stopping it reaches ranks an mpirun prefix starts
                 self.process = subprocess.Popen(argv, cwd=directory, stdin=stdin, stdout=fout,
-                                                stderr=ferr, env=env)
+                                                stderr=ferr, env=env, process_group=0,
+                                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         finally:
             if stdin is not None:
                 stdin.close()  # the child holds its own descriptor
         return self.process
+
+    def terminate(self, directory="./") -> None:
+        """What custodian calls to stop a run for a correction: the whole process group."""
+        stop_process_group(self.process)
 
     def postprocess(self, directory="./"):
         pass
@@ -185,11 +273,14 @@ def run_qe(
     t0 = time.perf_counter()
     logger.info("running %s in %s", " ".join(job.cmd), directory)
     try:
-        run_log = cust.run()
+        with sigterm_raises():
+            run_log = cust.run()
         failure = None
     except CustodianError as exc:
         run_log = cust.run_log
         failure = str(exc)
+    finally:  # also on Terminated / KeyboardInterrupt: no QE process outlives this call
+        stop_process_group(job.process)
     wall = time.perf_counter() - t0
     corrections = _corrections(run_log, program)
     problems = _problems(program, job, directory, failure)

@@ -19,6 +19,7 @@ from pymatgen.io.core import InputGenerator, InputSet
 from pymatgen.io.pwscf import PWInput
 
 from sc_inverse.errors import InputError
+from sc_inverse.records import MIN_DISTANCE_A, atoms_too_close
 from sc_inverse.settings import get_settings
 from sc_inverse.units import CM1_TO_THZ, RY_TO_EV
 
@@ -352,8 +353,9 @@ def clean_structure(structure: Structure) -> Structure:
     s.remove_oxidation_states()
     for prop in list(s.site_properties):  # magmoms, selective dynamics: not used by this workflow
         s.remove_site_property(prop)
-    if len(s) > 1 and min(s.distance_matrix[i, j] for i in range(len(s)) for j in range(i)) < 0.5:
-        raise InputError(f"{s.composition.reduced_formula}: atoms closer than 0.5 Å")
+    if atoms_too_close(s):  # a neighbour list: linear in the atoms (distance_matrix was O(N^4) here)
+        raise InputError(f"{s.composition.reduced_formula}: atoms closer than {MIN_DISTANCE_A} Å "
+                         "(atoms_too_close)")
     return s
 
 

@@ -50,6 +50,7 @@ def draw_figures(screened: list[CandidateRecord], dft_rows: list[dict], counts: 
                  out: Path) -> dict[str, Path]:
     """The paper's Fig. 1b, 2, 3a, 3b (+ the funnel when counted) as PNGs in ``out``;
     ``{caption: path}``."""
+    screened = [r for r in screened if r.structure]  # unreadable --include records have none
     gen_structs = [r.get_structure() for r in screened]
     gen_tc = [r.predictions.get("tc_K") for r in screened]
     training = [r for r in load_jarvis_sc() if r["split"] in ("train", "val")]

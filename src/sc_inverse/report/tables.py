@@ -39,15 +39,20 @@ def format_rows(rows: list[dict], fmt: str) -> str:
 
 
 def write_screen_table(records: Sequence[CandidateRecord], path: Path) -> Path:
-    """CSV with one row per candidate: id, formula, every prediction, every verdict, passed, rank."""
+    """CSV with one row per candidate: id, formula, every prediction, every verdict, the MLIP
+    phonon check (verdict, potential, softest q) when there is one, passed, rank."""
     pred_keys = sorted({k for r in records for k in r.predictions})
     verdict_keys = list(dict.fromkeys(k for r in records for k in r.verdicts))
+    phonons = any(r.phonons for r in records)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "formula", *pred_keys, *(f"verdict:{k}" for k in verdict_keys), "passed", "rank",
-                    "selected", "flags", "errors"])
+        w.writerow(["id", "formula", *pred_keys, *(f"verdict:{k}" for k in verdict_keys),
+                    *(["mlip_phonons", "mlip_phonon_potential", "mlip_softest_q"] if phonons else []),
+                    "passed", "rank", "selected", "flags", "errors"])
         for r in records:
+            ph = ([r.phonons.verdict, r.phonons.potential, r.phonons.softest_q] if r.phonons
+                  else [None, None, None]) if phonons else []
             w.writerow([r.id, r.formula, *(r.predictions.get(k) for k in pred_keys),
-                        *(r.verdicts.get(k) for k in verdict_keys), r.passed, r.rank, r.selected,
+                        *(r.verdicts.get(k) for k in verdict_keys), *ph, r.passed, r.rank, r.selected,
                         ";".join(r.flags), json.dumps(r.errors)])
     return path

@@ -31,7 +31,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError, ModelLoadError
-from sc_inverse.screening.predictor_base import Predictor
+from sc_inverse.screening.predictor_base import Predictor, stdout_to_log
 from sc_inverse.screening.train import load_training_data
 
 # chgnet, matminer, scikit-learn and torch are imported inside the functions that use them
@@ -55,7 +55,8 @@ def chgnet_model(version: str = "0.3.0"):
     from chgnet.model import CHGNet
 
     try:
-        model = CHGNet.load(model_name=version, use_device="cpu", verbose=False)
+        with stdout_to_log("CHGNet"):
+            model = CHGNet.load(model_name=version, use_device="cpu", verbose=False)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"cannot load pretrained CHGNet {version} ({type(exc).__name__}: {exc})") from exc
     return model.eval()

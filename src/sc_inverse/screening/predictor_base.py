@@ -10,9 +10,12 @@ without importing each other.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -64,6 +67,36 @@ def registry_key(name: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def stdout_to_log(name: str) -> Iterator[None]:
+    """Route what a library ``print``s while loading a model (CHGNet: "initialized with N
+    parameters", "will run on cpu") to the DEBUG log: stdout is for a command's results."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.debug("%s: %s", name, line.strip())
+
+
+def download_failure(exc: BaseException) -> str:
+    """A download error in a few words: requests/urllib3 nest the real cause (no DNS, refused,
+    timeout) several exceptions deep in a multi-line message."""
+    text = str(exc)
+    host = re.search(r"host='([^']+)'", text)
+    where = f" {host.group(1)}" if host else ""
+    for pattern, words in (("NameResolution|Name or service not known|getaddrinfo", "no network: cannot resolve"),
+                           ("Connection refused", "connection refused by"),
+                           ("timed out|Timeout", "timed out reaching"),
+                           ("Max retries exceeded|ConnectionError", "cannot connect to")):
+        if re.search(pattern, text) or re.search(pattern, type(exc).__name__):
+            return f"{words}{where}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:120]}"
+
+
 def fetch_registry_model(name: str, cache_dir: str | Path | None = None) -> Path:
     """Download (once) an ALIGNN2 registry model; a clear ModelLoadError names it on failure."""
     # lazy: alignn imports torch, which a predictor-free import path must not pay for
@@ -85,9 +118,8 @@ def fetch_registry_model(name: str, cache_dir: str | Path | None = None) -> Path
         files = get_alignn2_model(name, download=True, cache_dir=str(cache_dir))
     except Exception as exc:  # noqa: BLE001 - network/HTTP/zip errors all mean "not available"
         raise ModelLoadError(
-            f"cannot download ALIGNN2 registry model {name!r} from {url} "
-            f"({type(exc).__name__}: {exc}). Without internet, copy its config.json + best_model.pt "
-            f"into a directory and pass that directory instead."
+            f"cannot download ALIGNN2 registry model {name!r} ({download_failure(exc)}); without "
+            "internet, copy its config.json + best_model.pt into a directory and pass that directory"
         ) from exc
     if "config.json" not in files or "best_model.pt" not in files:
         raise ModelLoadError(f"ALIGNN2 registry model {name!r}: download from {url} lacks config.json/best_model.pt")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from sc_inverse.data import load_jarvis_sc
 from sc_inverse.errors import CalculationError, InputError, ModelLoadError
+from sc_inverse.screening.predictor_base import stdout_to_log
 from sc_inverse.settings import get_settings
 from sc_inverse.thermo.prototypes import DIMER_BOND_A, prototype_structure
 
@@ -66,7 +67,8 @@ def make_calculator(calculator: Any = DEFAULT_CALCULATOR, **kwargs: Any):
     try:
         from atomate2.forcefields.utils import ase_calculator
 
-        calc = ase_calculator(calculator, **kwargs)
+        with stdout_to_log(str(calculator)):
+            calc = ase_calculator(calculator, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"cannot create MLIP calculator {calculator!r}: {type(exc).__name__}: {exc}") from exc
     if calc is None:

@@ -9,8 +9,10 @@ it): it builds a :class:`ScreenConfig` and :func:`run_screen` runs the stages in
 3. :func:`relax_survivors` — MLIP relaxation of the candidates that can still pass;
 4. :func:`recheck_relaxed` — the ML models again, on the relaxed cells;
 5. :func:`energy_verdicts` — the MLIP criteria; an ML criterion must also hold after relaxing;
-6. :func:`rank_and_select` — the pass rule (:func:`passes`, the only one), rank, top-k;
-7. :func:`screen_summary`.
+6. :func:`check_phonons` — MLIP phonons (``mlip_dynamically_stable``) of the candidates that
+   can still pass every other criterion;
+7. :func:`rank_and_select` — the pass rule (:func:`passes`, the only one), rank, top-k;
+8. :func:`screen_summary`.
 
 :func:`predict_records` is predictions only. Nothing here aborts a batch because of one bad
 candidate: rejections, NaNs and relaxation failures are written into that candidate's record.
@@ -22,20 +24,34 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from sc_inverse.errors import ModelLoadError
-from sc_inverse.records import CandidateRecord, RelaxationInfo, Verdict
+from sc_inverse.records import (
+    CandidateRecord,
+    MlipPhononInfo,
+    RelaxationInfo,
+    Verdict,
+    structure_problem,
+)
 from sc_inverse.screening.criteria import (
     MLIP_KEYS,
+    PHONON_KEY,
     Criterion,
     default_criteria,
     order_by_cost,
     parse_criteria,
+)
+from sc_inverse.screening.phonons import (
+    DEFAULT_POTENTIAL,
+    PhononResult,
+    PhononSettings,
+    mlip_phonons,
+    phonon_calculator,
 )
 from sc_inverse.screening.predictor_base import SHIPPED_TC_MODEL, Predictor
 from sc_inverse.screening.predictors import load_predictor
@@ -43,6 +59,7 @@ from sc_inverse.screening.relax import (
     DEFAULT_CALCULATOR,
     ElementalReferences,
     MlipRelaxer,
+    calculator_name,
     relax_and_score,
 )
 from sc_inverse.screening.triage import (
@@ -69,7 +86,9 @@ class ScreenConfig:
 
     ``criteria`` (Criterion objects or their dicts; None or empty = the paper's three) is
     parsed and put in cost order (ML criteria before MLIP ones) on construction.
-    ``calculator``: an atomate2 MLFF name or an ASE calculator for the relaxation stage.
+    ``calculator``: an atomate2 MLFF name or an ASE calculator for the relaxation stage;
+    ``phonon_potential`` (a :data:`~sc_inverse.screening.phonons.POTENTIALS` name) and
+    ``phonon_settings`` (None = the measured defaults) for the phonon check.
     """
 
     criteria: Sequence[Criterion | dict] | None = None
@@ -84,6 +103,8 @@ class ScreenConfig:
     device: str | None = None
     progress: bool = False
     max_relax_steps: int = 300
+    phonon_potential: str = DEFAULT_POTENTIAL
+    phonon_settings: PhononSettings | None = None
 
     def __post_init__(self) -> None:
         self.criteria = order_by_cost(
@@ -97,6 +118,10 @@ class ScreenConfig:
     @property
     def mlip_criteria(self) -> list[Criterion]:
         return [c for c in self.criteria if c.stage == "mlip"]
+
+    @property
+    def phonon_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.is_phonon]
 
 
 @dataclass
@@ -123,6 +148,9 @@ class ScreenBatch:
     relaxation: dict[str, Any] = field(
         default_factory=lambda: {"calculator": None, "n_relaxed": 0, "n_failed": 0}
     )
+    phonons: dict[str, Any] = field(
+        default_factory=lambda: {"potential": None, "n_evaluated": 0, "n_failed": 0}
+    )
     timings: dict[str, float] = field(default_factory=dict)
 
     def eligible(self, i: int, exclude_known: bool) -> bool:
@@ -138,26 +166,54 @@ def passes(
 ) -> bool:
     """The pass rule: no criterion fails, and none is ``not_evaluated`` for this candidate
     alone. A criterion that could be evaluated for nobody (``unavailable``) is skipped, unless
-    ``strict``."""
+    ``strict``; an advisory criterion never decides."""
     for c in criteria:
+        if c.mode == "advisory":
+            continue
         v = verdicts[c.label]
         if v == "fail" or (v == "not_evaluated" and (c.label not in unavailable or strict)):
             return False
     return True
 
 
+#: most skipped records named one per line; the rest are counted (all are in the records)
+MAX_SKIP_LINES = 10
+
+
 def _read_structures(
     records: Sequence[CandidateRecord],
 ) -> tuple[list[Structure | None], dict[int, str]]:
+    """Each record's structure, or None + why it is skipped (unreadable or degenerate, see
+    :func:`~sc_inverse.records.structure_problem`); a problem's name becomes a flag
+    (``atoms_too_close``, ...) and ``errors["structure"]`` holds the reason."""
     out: list[Structure | None] = []
     errors: dict[int, str] = {}
     for i, r in enumerate(records):
-        try:
-            out.append(r.get_structure())
-        except Exception as exc:  # noqa: BLE001 - a malformed record only loses itself
+        if not r.structure and r.errors.get("structure"):  # kept by the loader, unreadable
             out.append(None)
-            errors[i] = f"structure cannot be read: {exc}"
+            errors[i] = r.errors["structure"]
+            continue
+        try:
+            structure = r.get_structure()
+            problem = structure_problem(structure)
+        except Exception as exc:  # noqa: BLE001 - a malformed record only loses itself
+            structure, problem = None, f"structure cannot be read: {exc}"
+        if problem is not None:
+            flag = problem.split(":", 1)[0]
+            if structure is not None and flag not in r.flags:
+                r.flags.append(flag)
+            structure, errors[i] = None, problem
+        out.append(structure)
     return out, errors
+
+
+def _report_skipped(records: Sequence[CandidateRecord], skipped: Mapping[int, str]) -> None:
+    """One warning line per skipped record (up to :data:`MAX_SKIP_LINES`), then a count."""
+    for n, (i, why) in enumerate(sorted(skipped.items())):
+        if n == MAX_SKIP_LINES:
+            log.warning("... and %d more records skipped (see their errors)", len(skipped) - n)
+            break
+        log.warning("record %s skipped: %s", records[i].id, why.splitlines()[0][:200])
 
 
 def _flag(rec: CandidateRecord, flag: str) -> None:
@@ -202,6 +258,7 @@ def predict_records(
     structs, bad = _read_structures(recs)
     for i, msg in bad.items():
         recs[i].errors["structure"] = msg
+    _report_skipped(recs, bad)
     ok = [i for i, s in enumerate(structs) if s is not None]
     for p in predictors:
         _predict_into(recs, structs, ok, p, p.key, batch_size, device, progress)
@@ -214,12 +271,14 @@ def new_batch(records: Sequence[CandidateRecord]) -> ScreenBatch:
     """Copies of ``records`` cleared of everything a screen writes (a re-screen starts clean)."""
     recs = [r.model_copy(deep=True) for r in records]
     for r in recs:
-        r.verdicts, r.passed, r.rank = {}, None, None
+        r.verdicts, r.passed, r.rank, r.phonons = {}, None, None, None
         r.flags = [f for f in r.flags if f not in SCREEN_FLAGS and not f.startswith("fails_after_relax:")]
-        r.selected, r.errors = False, {}
+        loader_error = r.errors.get("structure") if not r.structure else None
+        r.selected, r.errors = False, {"structure": loader_error} if loader_error else {}
     structs, bad = _read_structures(recs)
     for i, msg in bad.items():
         recs[i].errors["structure"] = msg
+    _report_skipped(recs, bad)
     return ScreenBatch(recs, structs, bad)
 
 
@@ -260,8 +319,8 @@ def _load_ml_predictors(
             continue
         try:
             loaded[spec] = load_predictor(spec, key=c.key, device=device)
-        except ModelLoadError as exc:
-            log.warning("criterion %s not evaluated: %s", c.label, exc)
+        except ModelLoadError as exc:  # reported once, for every such criterion, by run_screen
+            log.info("criterion %s not evaluated: %s", c.label, exc)
             loaded[spec] = exc
     return loaded
 
@@ -270,7 +329,7 @@ def _forget_stale_predictions(batch: ScreenBatch, cfg: ScreenConfig) -> None:
     """Values from an earlier screen must not leak into this one's verdicts."""
     produced = {p.key for p in batch.predictors.values() if not isinstance(p, Exception)}
     produced |= {c.key for c in cfg.criteria if c.key}
-    produced |= set(MLIP_KEYS) | {f"{k}_relaxed" for k in produced}
+    produced |= {*MLIP_KEYS, PHONON_KEY} | {f"{k}_relaxed" for k in produced}
     for r in batch.records:
         for k in produced:
             r.predictions.pop(k, None)
@@ -382,7 +441,7 @@ def energy_verdicts(batch: ScreenBatch, cfg: ScreenConfig) -> None:
     """MLIP criteria verdicts; with ``recheck_after_relax`` an ML criterion that passed on the
     generated cell but not on the relaxed one fails (flag ``fails_after_relax:<criterion>``)."""
     for rec in batch.records:
-        for c in cfg.mlip_criteria:
+        for c in (c for c in cfg.mlip_criteria if not c.is_phonon):
             rec.verdicts[c.label] = ("not_evaluated" if c.label in batch.unavailable
                                      else c.verdict(rec.predictions.get(c.key)))
         if not cfg.recheck_after_relax:
@@ -395,14 +454,61 @@ def energy_verdicts(batch: ScreenBatch, cfg: ScreenConfig) -> None:
                 _flag(rec, f"fails_after_relax:{c.label}")
 
 
+def _phonon_info(r: PhononResult, c: Criterion, verdict: Verdict) -> MlipPhononInfo:
+    summary = r.summary()
+    return MlipPhononInfo(
+        verdict={"pass": "stable", "fail": "unstable"}.get(verdict, "not_evaluated"), mode=c.mode,
+        tolerance_THz=-c.threshold, settings=asdict(r.settings),
+        **{k: summary[k] for k in ("potential", "min_frequency_THz", "softest_q", "min_optical_gamma_THz",
+                                   "supercell", "n_displacements", "spacegroup", "relax_converged",
+                                   "seconds", "error")})
+
+
+def check_phonons(batch: ScreenBatch, cfg: ScreenConfig, calculator: Any = None) -> None:
+    """MLIP phonons of the relaxed candidates that can still pass every other criterion (the
+    phonon criteria's verdicts; ``not_evaluated`` for everyone else). ``calculator``: a ready
+    ASE calculator instead of ``cfg.phonon_potential``."""
+    crits = cfg.phonon_criteria
+    for rec in batch.records:
+        for c in crits:
+            rec.verdicts[c.label] = "not_evaluated"
+    others = [c for c in cfg.criteria if not c.is_phonon]
+    todo = [i for i in batch.relaxed if batch.eligible(i, cfg.exclude_known)
+            and passes(batch.records[i].verdicts, others, batch.unavailable, cfg.strict)]
+    if not (crits and todo) or any(c.label in batch.unavailable for c in crits):
+        return
+    try:
+        calc = calculator if calculator is not None else phonon_calculator(cfg.phonon_potential, cfg.device)
+    except ModelLoadError as exc:
+        for c in crits:
+            batch.unavailable[c.label] = str(exc)
+        return
+    name = cfg.phonon_potential if calculator is None else calculator_name(calculator)
+    settings = cfg.phonon_settings or PhononSettings()
+    batch.phonons.update(potential=name, settings=asdict(settings))
+    secs = []
+    for i in todo:
+        rec, r = batch.records[i], mlip_phonons(batch.structures[i], calc, settings, potential=name)
+        rec.predictions[PHONON_KEY] = _finite(r.min_frequency_THz)
+        for c in crits:
+            rec.verdicts[c.label] = c.verdict(rec.predictions[PHONON_KEY])
+        rec.phonons = _phonon_info(r, crits[0], rec.verdicts[crits[0].label])
+        batch.phonons["n_evaluated"] += 1
+        if r.error:
+            rec.errors["mlip_phonons"] = r.error
+            batch.phonons["n_failed"] += 1
+        secs.append(r.seconds)
+    batch.phonons["seconds_per_structure"] = sum(secs) / len(secs)
+
+
 def _rank_score(rec: CandidateRecord) -> tuple[float | None, float | None]:
     pr = rec.predictions
     return pr.get(f"{RANK_KEY}_relaxed", pr.get(RANK_KEY)), pr.get(RANK_TIEBREAK_KEY)
 
 
 def rank_and_select(batch: ScreenBatch, cfg: ScreenConfig) -> list[int]:
-    """``passed`` for everyone; ``rank`` (1 = best) and ``selected`` (rank <= top_k) for the
-    survivors, which are returned best first."""
+    """``passed`` for everyone; ``rank`` (1 = best; advisory failures rank after the rest) and
+    ``selected`` (rank <= top_k) for the survivors, which are returned best first."""
     survivors = []
     for i, rec in enumerate(batch.records):
         rec.passed = batch.eligible(i, cfg.exclude_known) and passes(
@@ -410,6 +516,9 @@ def rank_and_select(batch: ScreenBatch, cfg: ScreenConfig) -> list[int]:
         if rec.passed:
             survivors.append(i)
     order = rank_order([_rank_score(batch.records[i]) for i in survivors])
+    # advisory criteria rank: survivors failing fewer of them first, T_c order within (stable sort)
+    advisory = [c for c in cfg.criteria if c.mode == "advisory"]
+    order.sort(key=lambda j: sum(batch.records[survivors[j]].verdicts[c.label] == "fail" for c in advisory))
     for rank, j in enumerate(order, start=1):
         rec = batch.records[survivors[j]]
         rec.rank = rank
@@ -425,7 +534,7 @@ def screen_summary(batch: ScreenBatch, cfg: ScreenConfig) -> dict[str, Any]:
         vs = [r.verdicts[c.label] for r in recs]
         crit_summary.append({
             "criterion": c.label, "predictor": c.predictor or "shipped T_c model", "key": c.key,
-            "stage": c.stage, "available": c.label not in batch.unavailable,
+            "stage": c.stage, "mode": c.mode, "available": c.label not in batch.unavailable,
             "reason_unavailable": batch.unavailable.get(c.label),
             "n_pass": vs.count("pass"), "n_fail": vs.count("fail"), "n_not_evaluated": vs.count("not_evaluated"),
         })
@@ -439,6 +548,7 @@ def screen_summary(batch: ScreenBatch, cfg: ScreenConfig) -> dict[str, Any]:
         "n_prediction_errors": sum(1 for r in recs if any(k != "mlip" for k in r.errors)),
         "n_alive_after_ml": batch.n_alive_after_ml,
         "relaxation": batch.relaxation,
+        "phonons": batch.phonons,
         "n_passed": sum(1 for r in recs if r.passed),
         "n_selected": sum(1 for r in recs if r.selected),
         "top_k": cfg.top_k,
@@ -456,12 +566,14 @@ def run_screen(
     relaxer: MlipRelaxer | None = None,
     references: ElementalReferences | None = None,
     training_index: TrainingIndex | None = None,
+    phonon_calculator: Any = None,
 ) -> tuple[list[CandidateRecord], dict[str, Any]]:
     """The stages of the module docstring in order; see :func:`screen_records` for the result.
 
     ``predictors`` maps criterion ``predictor`` strings to ready predictor objects (tests, or
     reuse across calls); ``relaxer``/``references``/``training_index`` likewise for the MLIP
-    stage and the novelty check (None: built from ``cfg`` / the packaged training set).
+    stage and the novelty check (None: built from ``cfg`` / the packaged training set);
+    ``phonon_calculator`` a ready ASE calculator for the phonon check.
     """
     t_start = time.perf_counter()
     batch = new_batch(records)
@@ -476,6 +588,9 @@ def run_screen(
     recheck_relaxed(batch, cfg)
     batch.timings["mlip_s"] = time.perf_counter() - t0
     energy_verdicts(batch, cfg)
+    t0 = time.perf_counter()
+    check_phonons(batch, cfg, phonon_calculator)
+    batch.timings["phonons_s"] = time.perf_counter() - t0
     rank_and_select(batch, cfg)
     batch.timings["total_s"] = time.perf_counter() - t_start
     if batch.unavailable:
@@ -502,13 +617,16 @@ def screen_records(
     references: ElementalReferences | None = None,
     training_index: TrainingIndex | None = None,
     max_relax_steps: int = 300,
+    phonon_potential: str = DEFAULT_POTENTIAL,
+    phonon_calculator: Any = None,
 ) -> tuple[list[CandidateRecord], dict[str, Any]]:
     """Screen candidate records; returns ``(records, summary)`` with one record per input.
 
     Each output record keeps its ``id`` and gets ``predictions`` (``tc_K`` in K, ...),
     ``verdicts`` (criterion label -> pass/fail/not_evaluated), ``passed``, ``rank`` (survivors,
     1 = best by ``tc_K``) and ``selected`` (rank <= ``top_k``), plus ``flags`` (duplicate,
-    known_structure, known_composition, ...), ``errors`` and ``relaxation`` (MLIP stats).
+    known_structure, known_composition, ...), ``errors``, ``relaxation`` (MLIP stats) and
+    ``phonons`` (the ``mlip_dynamically_stable`` check: verdict, potential, min frequency, ...).
 
     * Criteria whose model cannot be loaded are ``not_evaluated`` for every candidate and listed
       in ``summary["not_evaluated_criteria"]``; with ``strict=True`` nobody can pass then.
@@ -519,7 +637,7 @@ def screen_records(
     cfg = ScreenConfig(
         criteria=criteria, top_k=top_k, relax=relax, calculator=calculator, exclude_known=exclude_known,
         strict=strict, recheck_after_relax=recheck_after_relax, hull=hull, batch_size=batch_size,
-        device=device, progress=progress, max_relax_steps=max_relax_steps,
+        device=device, progress=progress, max_relax_steps=max_relax_steps, phonon_potential=phonon_potential,
     )
     return run_screen(records, cfg, predictors=predictors, relaxer=relaxer, references=references,
-                      training_index=training_index)
+                      training_index=training_index, phonon_calculator=phonon_calculator)

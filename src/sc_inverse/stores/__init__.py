@@ -34,12 +34,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from jobflow import JobStore
 from maggma.stores import GridFSStore, MemoryStore, MongoStore, MontyStore
 
 from sc_inverse.errors import StoreError
-from sc_inverse.settings import ScInverseSettings, get_settings
+from sc_inverse.settings import ScInverseSettings, get_settings, read_yaml_mapping
 from sc_inverse.stores.embedded import EmbeddedStore
 
 if TYPE_CHECKING:
@@ -99,13 +98,7 @@ def _embedded(settings: ScInverseSettings, collection: str, **kw) -> EmbeddedSto
 def _read_yaml(path: Path, what: str) -> dict:
     if not path.is_file():
         raise StoreError(f"{what} {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StoreError(f"{what} {path} is not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise StoreError(f"{what} {path} must hold a mapping")
-    return data
+    return read_yaml_mapping(path, what)[0]  # errors name the file, line and column
 
 
 def mongo_fields(settings: ScInverseSettings) -> dict[str, Any]:

@@ -25,7 +25,13 @@ from maggma.stores import MontyStore
 from monty.json import jsanitize
 
 from sc_inverse.errors import StoreError
-from sc_inverse.stores.montydb_sqlite import SqliteTable, check_montydb, sqlite_table
+from sc_inverse.stores.montydb_sqlite import (
+    SqliteTable,
+    check_montydb,
+    open_client,
+    sqlite_table,
+    storage_configured,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +133,16 @@ class EmbeddedStore(MontyStore):
     """A :class:`MontyStore` (SQLite storage) with batched, key-addressed upserts."""
 
     def connect(self, force_reset: bool = False) -> None:
-        """Connect; first fail clearly on a montydb whose internals this store does not know."""
+        """Connect; first fail clearly on a montydb whose internals this store does not know.
+
+        maggma's MontyStore rewrites montydb's storage config files on every connect; when
+        they already name this storage that write is skipped, so reading works on a
+        read-only store (``sc-inverse query``)."""
         check_montydb()
+        if (not self._coll or force_reset) and storage_configured(self.database_path, self.storage):
+            client = open_client(self.database_path, **self.client_kwargs)
+            self._coll = client[self.database_name][self.collection_name]
+            return
         super().connect(force_reset=force_reset)
 
     def query(self, criteria=None, properties=None, sort=None, hint=None, skip=0, limit=0, **kw):
@@ -136,7 +150,9 @@ class EmbeddedStore(MontyStore):
         filtering on top-level fields), Python filter/sort/projection - about 10x montydb's
         query engine. Anything else goes to montydb."""
         fast = _fast_criteria(criteria or {})
-        sq = sqlite_table(self._collection) if fast is not None and not hint and not kw else None
+        # create=False: a query must not write (a missing collection is read by montydb: empty)
+        sq = sqlite_table(self._collection, create=False) \
+            if fast is not None and not hint and not kw else None
         if sq is None:
             yield from super().query(criteria=criteria, properties=properties, sort=sort,
                                      hint=hint, skip=skip, limit=limit, **kw)

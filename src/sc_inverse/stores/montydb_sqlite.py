@@ -11,10 +11,14 @@ version and the fix when montydb is outside that range or lacks a name used here
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -83,6 +87,13 @@ def check_montydb() -> None:
     _internals(montydb.__version__)
 
 
+#: montydb's table, created if missing in the writer's own transaction: montydb creates a
+#: collection by checking for its file and then creating the table, so a second process
+#: (two FireWorks workers storing their first outputs at once) saw the new file before its table
+#: and failed with "no such table: documents"
+_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS [{}] (k text NOT NULL, v text NOT NULL, PRIMARY KEY(k));"
+
+
 class SqliteTable:
     """The SQLite table of one montydb collection (montydb's collection contractor)."""
 
@@ -91,9 +102,26 @@ class SqliteTable:
         self._internals = internals
 
     def raw_documents(self) -> Iterator[bytes]:
-        """Every stored document as BSON bytes (unordered)."""
+        """Every stored document as BSON bytes (unordered).
+
+        In a directory this process cannot write (a read-only store), montydb's connection
+        fails: reading a WAL-mode SQLite file needs its ``-shm`` index, which SQLite cannot
+        create there. The file is then opened ``immutable`` (nobody can write it either)."""
         c = self._contractor
-        for (raw,) in c._conn.read_all(c._col_path, 0):
+        path = Path(c._col_path)
+        if path.is_file() and not os.access(path.parent, os.W_OK):
+            uri = f"{path.resolve().as_uri()}?immutable=1"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                sql = f"SELECT v FROM [{self._internals.record_table}]"
+                yield from (raw for (raw,) in conn.execute(sql))
+            return
+        try:
+            rows = c._conn.read_all(c._col_path, 0)
+        except sqlite3.OperationalError as exc:  # another process is creating the collection
+            if "no such table" in str(exc):
+                return
+            raise
+        for (raw,) in rows:
             yield raw
 
     def encode(self, doc: dict) -> bytes:
@@ -108,12 +136,29 @@ class SqliteTable:
                "ON CONFLICT(k) DO UPDATE SET v=excluded.v;")
         id_encode = self._internals.bson.id_encode
         with c._conn._connect(c._col_path) as conn, conn:
+            conn.execute(_CREATE_TABLE.format(self._internals.record_table))
             conn.executemany(sql, [(id_encode(_id), raw) for _id, raw in raw_by_id.items()])
 
 
-def sqlite_table(collection: Any) -> SqliteTable | None:
-    """The SQLite table behind a montydb collection (created if missing), or None when the
-    collection lives on another storage (flatfile, lightning)."""
+def storage_configured(repository: str, storage: str) -> bool:
+    """Whether montydb's storage config of ``repository`` already names ``storage`` (its
+    public ``set_storage`` would only rewrite the same files)."""
+    ident = Path(repository) / ".monty.storage"
+    try:
+        return ident.read_text().strip() == storage and (Path(repository) / "monty.storage.cfg").is_file()
+    except OSError:
+        return False
+
+
+def open_client(repository: str, **client_kwargs) -> Any:
+    """A ``MontyClient`` of an already configured repository (no config file is written)."""
+    return montydb.MontyClient(repository, **client_kwargs)
+
+
+def sqlite_table(collection: Any, create: bool = True) -> SqliteTable | None:
+    """The SQLite table behind a montydb collection (created if missing, unless ``create`` is
+    False: then None for a missing one), or None when the collection lives on another storage
+    (flatfile, lightning)."""
     internals = _internals(montydb.__version__)
     try:
         storage = collection._storage
@@ -123,11 +168,17 @@ def sqlite_table(collection: Any) -> SqliteTable | None:
         for inst in collection._components:
             contractor = contractor.contractor_cls(contractor, inst)
         if not contractor._database.collection_exists(contractor._name):
-            contractor._database.collection_create(contractor._name)
+            if not create:
+                return None
+            try:
+                contractor._database.collection_create(contractor._name)
+            except sqlite3.OperationalError as exc:  # created by another process meanwhile
+                if "already exists" not in str(exc):
+                    raise
     except AttributeError as exc:
         raise _unsupported(f"its collections changed: {exc}") from exc
     return SqliteTable(contractor, internals)
 
 
 __all__ = ["PRIVATE_NAMES", "REQUIREMENT", "SUPPORTED", "SqliteTable", "check_montydb",
-           "sqlite_table"]
+           "open_client", "sqlite_table", "storage_configured"]
