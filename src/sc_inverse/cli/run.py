@@ -49,7 +49,7 @@ def print_run_results(dft_rows: list[dict], job_store) -> None:
               help=f"Results store ({from_settings('store')}).")
 @run_name_option
 def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file, keep_known, elements,
-        store, run_name) -> None:
+        epc_unstable, store, run_name) -> None:
     """Generate → screen → QE-validate → hull → builders, locally, then print the top results."""
     # --store picks the stores of this run only: the job store the flow writes to (and whose
     # collections its finalize job builds and the table below reads), never the environment
@@ -64,7 +64,7 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
     flow = make_inverse_design_flow(
         run_dir.root, n, top_k, preset, seed, optimize_tc, include,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, criteria_file=criteria_file,
-        keep_known=keep_known, elements=elements,
+        keep_known=keep_known, elements=elements, epc_unstable=epc_unstable,
     )
     job_store = get_job_store(settings)
     t0 = time.perf_counter()
