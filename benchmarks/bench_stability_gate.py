@@ -7,7 +7,9 @@ q 2³ - the recorded case of tests/test_data/qe/stability), optionally bcc Zr wi
 preset (vc-relax first), and prints per case the gate's verdict and CPU seconds (pw.x + ph.x,
 from their outputs) against the EPC's (la2F scf(s) + ph.x EPC).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_stability_gate.py WORKDIR [--fast]
+    OMP_NUM_THREADS=1 python benchmarks/bench_stability_gate.py WORKDIR [--fast] [--only TEXT]
+
+(``--only fast``: the cases whose label contains "fast").
 """
 
 from __future__ import annotations
@@ -57,10 +59,12 @@ def cases(fast: bool) -> dict[str, tuple[Structure, dict]]:
     return out
 
 
-def main(workdir: Path, fast: bool = False) -> list[dict]:
+def main(workdir: Path, fast: bool = False, only: str | None = None) -> list[dict]:
     rows = []
     for label, (structure, kwargs) in cases(fast).items():
-        doc = run_epc(structure, workdir / label.split(",")[0].replace(" ", "_"), fresh=True,
+        if only and only not in label:
+            continue
+        doc = run_epc(structure, workdir / label.replace(" ", "_").replace(",", ""), fresh=True,
                       epc_unstable=True, stability_gate=True, **kwargs)
         folder = Path(doc.dir_name).parent
         gate = next(folder.glob("qe-stability-gate*"))
@@ -83,4 +87,6 @@ def main(workdir: Path, fast: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), "--fast" in sys.argv[2:])
+    args = sys.argv[2:]
+    main(Path(sys.argv[1]), "--fast" in args,
+         args[args.index("--only") + 1] if "--only" in args else None)
