@@ -67,6 +67,10 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     row: running the same structure again continues an interrupted run (ph.x from its first
     unfinished q-point) or reuses a finished one, and updates its row instead of adding one.
 
+    A stability gate (scf + phonons at Γ and the zone boundary of the q grid) runs before the
+    EPC; a structure with imaginary modes below the preset's threshold stops there (its modes
+    are written to --out) unless --epc-unstable. Setting: epc_stability_gate.
+
     Everything that could fail later is checked first (output paths, QE executables, the
     preset, the store, the structure and its size, pseudopotentials), so a mistake costs no
     compute and a finished calculation is never lost to an unwritable --out."""

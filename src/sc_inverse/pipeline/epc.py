@@ -204,7 +204,8 @@ def run_epc_flow(flow: Flow, folder: Path, store: JobStore | None = None,
 def run_epc(structure: Structure, workdir: Path, store: JobStore | None = None,
             fresh: bool = False, build: bool | None = None, **maker_kwargs):
     """Make and run the EPC flow of ``structure`` in ``workdir/<material id>``; return its
-    ElphTaskDoc (:func:`run_epc_flow`). ``build`` (default: when a store is given) ends the
+    ElphTaskDoc, or the StabilityGateDoc when the stability gate stopped the EPC
+    (:func:`run_epc_flow`). ``build`` (default: when a store is given) ends the
     flow with the builders."""
     flow, mid = make_epc_flow(structure, build=store is not None if build is None else build,
                               **maker_kwargs)
