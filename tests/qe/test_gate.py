@@ -159,6 +159,7 @@ def test_flow_wiring_with_and_without_the_gate(al_structure, fake_lib):
     forced = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib), stability_gate=True,
                                    epc_unstable=True).make(al_structure)
     assert forced.jobs[1].name == "qe epc (epc-unstable)" and forced.jobs[0].maker.epc_unstable
+    assert forced.jobs[1].maker.epc_unstable
     plain = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib),
                                   stability_gate=False).make(al_structure)
     assert [j.name for j in plain.jobs] == ["qe scf", "qe elph"]
@@ -168,6 +169,8 @@ def test_gated_job_ends_the_branch_or_creates_the_unchanged_epc_jobs(al_structur
     maker = QeGatedElphMaker(scf_maker=QeScfMaker(preset=TEST))
     zr = _gate_doc("zr_bcc", ZR_PRESET)
     assert maker.make.original(maker, zr, bcc_zr()) is zr
+    forced = QeGatedElphMaker(epc_unstable=True)  # a re-run reusing the first run's gate
+    assert isinstance(forced.make.original(forced, zr, bcc_zr()), Response)
     resp = maker.make.original(maker, _gate_doc("al_fcc").model_dump(), al_structure,
                                kpoints_grid=(8, 8, 8))
     assert isinstance(resp, Response) and isinstance(resp.replace, Flow)

@@ -84,7 +84,7 @@ class ElectronPhononTcMaker(Maker):
                     ).make(structure, kpoints_grid=kgrid, kpoint_length_A=length)
             epc = QeGatedElphMaker(
                 name="qe epc (epc-unstable)" if self.epc_unstable else "qe epc",
-                scf_maker=scf_maker, elph_maker=elph_maker,
+                scf_maker=scf_maker, elph_maker=elph_maker, epc_unstable=self.epc_unstable,
             ).make(gate.output, structure, kpoints_grid=kgrid, kpoint_length_A=length)
             jobs += [gate, epc]
             return Flow(jobs, output=epc.output, name=f"{self.name} {formula}")

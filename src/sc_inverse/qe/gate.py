@@ -150,17 +150,22 @@ class QeGatedElphMaker(Maker):
     :class:`~sc_inverse.qe.schemas.StabilityGateDoc` (``epc_allowed`` False,
     ``epc_skipped_reason``), which the builders and the run's rows read as "dynamically unstable,
     no T_c". The scf and elph jobs are exactly those of the ungated flow (same inputs).
+
+    ``epc_unstable``: run the EPC whatever the gate says. Decided here, not only by the gate
+    job, because a re-run with ``--epc-unstable`` reuses the stored gate document of the first
+    run (whose ``epc_allowed`` is False).
     """
 
     name: str = "qe epc"
     scf_maker: QeScfMaker = field(default_factory=QeScfMaker)
     elph_maker: QeElphMaker = field(default_factory=QeElphMaker)
+    epc_unstable: bool = False
 
     @job
     def make(self, gate, structure: Structure, kpoints_grid=None,
              kpoint_length_A: float | None = None):
         gate = StabilityGateDoc.model_validate(gate) if isinstance(gate, dict) else gate
-        if not gate.epc_allowed:
+        if not (gate.epc_allowed or self.epc_unstable):
             logger.info("%s: %s", gate.formula_pretty, gate.epc_skipped_reason)
             return gate
         parent = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else str(uuid.uuid4())
