@@ -209,10 +209,13 @@ def test_real_qe_zr_stopped_at_gate_then_forced(tmp_path, monkeypatch):
     the gate and runs the EPC, whose own verdict agrees (unstable)."""
     from sc_inverse.pipeline.epc import epc_summary, run_epc
     from sc_inverse.qe.pslibrary import default_library_dir
+    from sc_inverse.settings import get_settings
 
-    lib = default_library_dir("pbesol", "standard")
+    # the tests' data dir is a fresh one: the library comes from settings.pseudo_dir
+    # (SC_INVERSE_PSEUDO_DIR) unless it was built there
+    lib = get_settings().pseudo_dir or default_library_dir("pbesol", "standard")
     if lib is None or not any(lib.glob("Zr.pbesol-*.UPF")):
-        pytest.skip("PBEsol library with Zr not built")
+        pytest.skip("PBEsol library with Zr not found (set SC_INVERSE_PSEUDO_DIR)")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     preset = ZR_PRESET.with_updates(pseudo_dir=str(lib), la2f_kpoints_grid=None)
     doc = run_epc(bcc_zr(), tmp_path, preset=preset, stability_gate=True)
