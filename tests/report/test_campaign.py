@@ -150,11 +150,13 @@ def test_partial_run_rows_states_and_funnel(campaign):
     assert rows["c3"].dynamically_stable is False and rows["c3"].min_frequency_cm1 == -143.0
     assert "X" in rows["c3"].note
     # CPU from the programs' own clocks; c1's folder is gone: its recorded wall time, flagged
-    assert rows["c0"].cpu_s == pytest.approx(ELPH_CPU_S + SCF_CPU_S) and rows["c0"].cpu_measured
-    assert rows["c1"].cpu_s == pytest.approx(7.0) and not rows["c1"].cpu_measured
+    assert rows["c0"].cpu_s == pytest.approx(ELPH_CPU_S + SCF_CPU_S)
+    assert (rows["c0"].n_cpu_measured, rows["c0"].n_cpu_docs) == (2, 2)
+    assert rows["c1"].cpu_s == pytest.approx(7.0) and rows["c1"].n_cpu_measured == 0
     funnel = {k: (v, s) for k, v, s in funnel_rows(data)}
     assert funnel["generated"] == (6, 3000)
     assert funnel["structurally valid"][0] == 5
+    assert funnel["valid, unique, not in the training set (triage)"][0] == 5
     assert funnel["passed ML screen"] == (5, 62)
     assert funnel["sent to DFT"] == (5, 62)
     assert funnel["EPC skipped at the stability gate"][0] == 1
@@ -240,3 +242,4 @@ def test_cli_writes_markdown_from_the_configured_embedded_store(campaign, tmp_pa
     assert "5 DFT candidates, 2 pending" in res.output
     text = out.read_text()
     assert "| c0 | NbRu3C |" in text and "EPC skipped" in text
+    assert "DFT elemental references" in text  # the run's other jobs, found by its flow uuid

@@ -103,23 +103,33 @@ def _structure(obj: Any) -> Structure | None:
     return None
 
 
+def _folder_times(folder: str | None) -> tuple[float, float] | None:
+    """Summed CPU and wall clocks of the QE programs whose ``*.out`` files are in ``folder``."""
+    if not folder or not Path(folder).is_dir():
+        return None
+    found = [t for p in sorted(Path(folder).glob("*.out"))
+             if (t := parse_program_times(p.read_text(errors="replace")))]
+    return (sum(t[1] for t in found), sum(t[2] for t in found)) if found else None
+
+
 def qe_cpu_seconds(doc: Mapping[str, Any]) -> tuple[float, float, bool]:
     """``(cpu_s, wall_s, measured)`` of one QE task document: the programs' own clocks read
-    from the ``*.out`` files of its folder when they are there (``measured``), else the
-    document's recorded wall time as both numbers (``measured`` False)."""
+    from the ``*.out`` files of its folder (and of an embedded ``scf`` document's, as the
+    stability gate carries) when they are there (``measured``), else the recorded
+    ``cpu_time_s``/``wall_time_s`` (``measured`` False: the CPU column is then wall time
+    unless the document recorded CPU)."""
     out = doc.get("output") or {}
-    folder = Path(str(out.get("dir_name") or ""))
+    holders = [out] + ([out["scf"]] if isinstance(out.get("scf"), Mapping) else [])
     cpu = wall = 0.0
-    found = False
-    if out.get("dir_name") and folder.is_dir():
-        for path in sorted(folder.glob("*.out")):
-            times = parse_program_times(path.read_text(errors="replace"))
-            if times:
-                cpu, wall, found = cpu + times[1], wall + times[2], True
-    if found:
-        return cpu, wall, True
-    recorded = float(out.get("wall_time_s") or 0.0)
-    return recorded, recorded, False
+    measured = True
+    for h in holders:
+        times = _folder_times(h.get("dir_name"))
+        if times is None:
+            measured = False
+            recorded_wall = float(h.get("wall_time_s") or 0.0)
+            times = (float(h.get("cpu_time_s") or recorded_wall), recorded_wall)
+        cpu, wall = cpu + times[0], wall + times[1]
+    return cpu, wall, measured
 
 
 # ------------------------------------------------------------------------------------------
@@ -145,7 +155,8 @@ class CampaignRow:
     gap_dft_eV: float | None = None
     novelty: str | None = None
     cpu_s: float = 0.0
-    cpu_measured: bool = True
+    n_cpu_docs: int = 0
+    n_cpu_measured: int = 0
     n_jobs_stored: int = 0
     note: str = ""
 
@@ -244,7 +255,8 @@ def candidate_row(rid: str, rec: CandidateRecord | None, docs: Sequence[Mapping[
         if doc_kind(d) in ("elph", "pw", "ph-q", "gate"):
             cpu, _, measured = qe_cpu_seconds(d)
             row.cpu_s += cpu
-            row.cpu_measured &= measured
+            row.n_cpu_docs += 1
+            row.n_cpu_measured += measured
     return row
 
 
@@ -370,8 +382,9 @@ def funnel_rows(data: CampaignData) -> list[tuple[str, int | None, int | None]]:
         ("structurally valid", sum(not r.flags for r in data.generated), None),
     ]
     if screened:
-        triaged = sum(r.duplicate_of is None and not r.matches_training for r in scr)
-        rows.append(("unique and not in the training set (triage)", triaged, None))
+        # valid (no generator flag), not a duplicate, not a training structure/composition
+        triaged = sum(set(r.flags) <= {"mlip_not_converged"} for r in scr)
+        rows.append(("valid, unique, not in the training set (triage)", triaged, None))
         for c in summary.get("criteria", []):
             mode = "" if c.get("mode", "filter") == "filter" else f", {c['mode']}"
             rows.append((f"screen: {c['criterion']} passes{mode}", c.get("n_pass"), None))
@@ -442,27 +455,29 @@ def cpu_rows(data: CampaignData) -> list[tuple[str, float | None, float | None, 
         rows.append(("screen (ML + MLIP)", None, None, "not recorded yet"))
     refs = [d for d in data.run_docs if (d.get("metadata") or {}).get("record_id") is None
             and doc_kind(d) == "pw"]
-    ref_cpu = 0.0
+    ref_cpu, ref_measured = 0.0, 0
     if refs:
         times = [qe_cpu_seconds(d) for d in refs]
-        ref_cpu = sum(t[0] for t in times)
+        ref_cpu, ref_measured = sum(t[0] for t in times), sum(t[2] for t in times)
         rows.append(("DFT elemental references", ref_cpu, sum(t[1] for t in times),
-                     _qe_source(all(t[2] for t in times), len(refs))))
-    for r in data.rows:
-        if r.n_jobs_stored:
-            rows.append((f"DFT {r.id} ({r.formula}, {r.state})", r.cpu_s, None,
-                         _qe_source(r.cpu_measured, r.n_jobs_stored)))
-    measured = [r for r in data.rows if r.n_jobs_stored]
-    if measured:
-        total = sum(r.cpu_s for r in measured) + ref_cpu
-        rows.append(("DFT total so far", total, None,
-                     _qe_source(all(r.cpu_measured for r in measured), sum(r.n_jobs_stored for r in measured))))
+                     _qe_source(ref_measured, len(refs))))
+    started = [r for r in data.rows if r.n_cpu_docs]
+    for r in started:
+        rows.append((f"DFT {r.id} ({r.formula}, {r.state})", r.cpu_s, None,
+                     _qe_source(r.n_cpu_measured, r.n_cpu_docs)))
+    if started or refs:
+        rows.append(("DFT total so far", sum(r.cpu_s for r in started) + ref_cpu, None,
+                     _qe_source(sum(r.n_cpu_measured for r in started) + ref_measured,
+                                sum(r.n_cpu_docs for r in started) + len(refs))))
     return rows
 
 
-def _qe_source(measured: bool, n_docs: int) -> str:
-    return (f"QE programs' CPU clocks ({n_docs} documents)" if measured
-            else f"wall time recorded in {n_docs} documents (some output folders are gone)")
+def _qe_source(n_measured: int, n_docs: int) -> str:
+    """Where a QE CPU number comes from: how many of its documents had their output files."""
+    if n_measured == n_docs:
+        return f"CPU clocks printed by the QE programs ({n_docs} documents)"
+    return (f"CPU clocks of {n_measured} of {n_docs} documents; the others' output folders are "
+            "gone: their recorded time (wall unless CPU was recorded)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -525,7 +540,7 @@ def render_markdown(data: CampaignData, now: datetime | None = None) -> str:
         "judges it, on the DFT-relaxed cell when there is one.", "",
         "| id | formula | space group | λ | ω_log (K) | T_c (K) | ML T_c (K) | dyn. stable "
         "| min freq (cm⁻¹) | E_form (eV/atom) | E_above_hull (eV/atom) | novelty | DFT gap (eV) "
-        "| state | CPU (h) |",
+        "| state | QE CPU (min) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(data.rows, key=lambda r: (r.tc_K is None, -(r.tc_K or 0.0))):
@@ -536,7 +551,7 @@ def render_markdown(data: CampaignData, now: datetime | None = None) -> str:
             f"| {_fmt(r.dynamically_stable)} | {_fmt(r.min_frequency_cm1, 1)} "
             f"| {_fmt(r.e_form_eV_per_atom, 3)} | {_fmt(r.e_above_hull_eV_per_atom, 3)} "
             f"| {r.novelty or '–'} | {_fmt(r.gap_dft_eV)} | {state} "
-            f"| {_fmt(r.cpu_s / 3600 if r.n_jobs_stored else None)} |")
+            f"| {_fmt(r.cpu_s / 60 if r.n_cpu_docs else None, 1)} |")
     if not data.rows:
         lines.append("| – | no candidate sent to DFT yet |" + " |" * 13)
     for s in data.skipped:
