@@ -217,8 +217,14 @@ def test_before_the_screen_and_run_folder_errors(tmp_path):
     run = RunDir(tmp_path / "r")
     save_records([CandidateRecord.from_structure(_novel_structure(), id="c0", origin="generated")],
                  run.candidates)
-    text = render_markdown(collect_campaign(run.root))
+    data = collect_campaign(run.root)
+    text = render_markdown(data)
     assert "DFT stage not started yet" in text
+    assert "--n 1" in text and "(reconstructed from the records" in text
+    # nothing after generation is known yet: not 0, unknown
+    assert [(k, v) for k, v, _ in funnel_rows(data)][-4:] == [
+        ("sent to DFT", None), ("DFT done (EPC)", None), ("T_c > 5 K", None),
+        ("dynamically stable & novel", None)]
     # the console entry point: one line, exit status 2
     proc = subprocess.run([sys.executable, "-m", "sc_inverse.cli", "report", "campaign",
                            str(tmp_path / "nope"), "--no-store"], capture_output=True, text=True)

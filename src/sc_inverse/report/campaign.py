@@ -393,8 +393,11 @@ def funnel_rows(data: CampaignData) -> list[tuple[str, int | None, int | None]]:
     done = [r for r in data.rows if r.state == "done"]
     hot = [r for r in done if (r.tc_K or 0.0) > TC_THRESHOLD_K]
     hot_stable = [r for r in hot if r.dynamically_stable]
+    if not screened:  # the DFT stage has not chosen its candidates yet
+        listed = {r[0] for r in rows}
+        return rows + [(k, None, s) for k, s in STUDY_FUNNEL.items() if k not in listed]
     rows += [
-        ("sent to DFT", len(data.rows) if screened else None, STUDY_FUNNEL["sent to DFT"]),
+        ("sent to DFT", len(data.rows), STUDY_FUNNEL["sent to DFT"]),
         ("EPC skipped at the stability gate", sum(r.state == "EPC skipped" for r in data.rows), None),
         ("DFT done (EPC)", len(done), STUDY_FUNNEL["DFT done (EPC)"]),
         (f"T_c > {TC_THRESHOLD_K:g} K", len(hot), STUDY_FUNNEL[f"T_c > {TC_THRESHOLD_K:g} K"]),
@@ -491,18 +494,24 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
+def _record_seed(generated: Sequence[CandidateRecord]) -> int | None:
+    """The generator seed the records carry, when they all carry one and the same."""
+    seeds = {r.provenance.get("seed") for r in generated if r.origin == "generated"}
+    return seeds.pop() if len(seeds) == 1 else None
+
+
 def command_line(manifest: Mapping, run_name: str, screened: Sequence[CandidateRecord],
                  generated: Sequence[CandidateRecord]) -> tuple[str, str]:
     """``(command, where it comes from)``: the manifest's, or one reconstructed from the
     records for runs started before the manifest existed."""
     if manifest.get("command"):
         return " ".join(manifest["command"]), "run.json"
-    seeds = {r.provenance.get("seed") for r in generated if r.provenance.get("seed") is not None}
+    seed = _record_seed(generated)
     n = sum(r.origin == "generated" for r in generated)
     top = sum(bool(r.selected) for r in screened) if screened else None
     parts = ["sc-inverse submit inverse-design", f"--n {n}"]
     parts += [f"--top {top}"] if top else []
-    parts += [f"--seed {seeds.pop()}"] if len(seeds) == 1 else []
+    parts += [f"--seed {seed}"] if seed is not None else []
     parts.append(f"--run-name {run_name}")
     return " ".join(parts), ("reconstructed from the records (no run.json: started before the "
                              "manifest existed); preset and options not recorded")
@@ -524,7 +533,7 @@ def render_markdown(data: CampaignData, now: datetime | None = None) -> str:
         f"| preset | {opts.get('preset') or '–'} |",
         f"| n | {opts.get('n') or sum(r.origin == 'generated' for r in data.generated)} |",
         f"| top | {opts.get('top_k') or '–'} |",
-        f"| seed | {opts.get('seed') if opts.get('seed') is not None else '–'} |",
+        f"| seed | {_fmt(opts.get('seed') if 'seed' in opts else _record_seed(data.generated))} |",
         f"| code commit at start | {data.manifest.get('code_version') or 'not recorded'} |",
         f"| code commit of this report | {code_version() or 'unknown'} |", "",
         "**State:** " + (
