@@ -41,16 +41,34 @@ def _f(x: str) -> float:
     return float(x.replace("D", "E").replace("d", "e"))
 
 
+def _duration_s(raw: str) -> float:
+    """Seconds of a QE clock text such as ``1h 2m`` or ``1m23.45s``."""
+    total = 0.0
+    for value, unit in re.findall(r"(\d+\.?\d*)([hms])", raw.replace(" ", "")):
+        total += float(value) * {"h": 3600.0, "m": 60.0, "s": 1.0}[unit]
+    return total
+
+
 def parse_wall_time(text: str, program: str) -> float | None:
     """Seconds from e.g. ``PWSCF : 1m23.45s CPU 1h 2m WALL`` (last occurrence)."""
     matches = re.findall(rf"{program}\s*:\s*.*?CPU\s+(.*?)\s*WALL", text)
+    return _duration_s(matches[-1]) if matches else None
+
+
+#: a program's own clock line, e.g. ``     PHONON       :     11.08s CPU     17.49s WALL``;
+#: QE's per-routine lines use lower-case names
+_PROGRAM_CLOCK = re.compile(r"^\s*([A-Z][A-Z0-9_]+)\s*:\s*(.+?)\s*CPU\s+(.+?)\s*WALL\s*$", re.M)
+
+
+def parse_program_times(text: str) -> tuple[str, float, float] | None:
+    """``(program, cpu_s, wall_s)`` of the last clock line a QE program printed (cumulative,
+    e.g. PWSCF, PHONON, Q2R, MATDYN); None when it printed none (killed early, lambda.x).
+    The CPU time is that of the process (rank 0 under MPI)."""
+    matches = _PROGRAM_CLOCK.findall(text)
     if not matches:
         return None
-    raw = matches[-1].replace(" ", "")
-    total = 0.0
-    for value, unit in re.findall(r"(\d+\.?\d*)([hms])", raw):
-        total += float(value) * {"h": 3600.0, "m": 60.0, "s": 1.0}[unit]
-    return total
+    program, cpu, wall = matches[-1]
+    return program, _duration_s(cpu), _duration_s(wall)
 
 
 def qe_errors(text: str) -> list[str]:

@@ -575,7 +575,7 @@ def run_screen(
     stage and the novelty check (None: built from ``cfg`` / the packaged training set);
     ``phonon_calculator`` a ready ASE calculator for the phonon check.
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     batch = new_batch(records)
     t0 = time.perf_counter()
     triage_batch(batch, training_index)
@@ -593,6 +593,7 @@ def run_screen(
     batch.timings["phonons_s"] = time.perf_counter() - t0
     rank_and_select(batch, cfg)
     batch.timings["total_s"] = time.perf_counter() - t_start
+    batch.timings["cpu_total_s"] = time.process_time() - cpu_start  # this process, all threads
     if batch.unavailable:
         log.warning("NOT EVALUATED for every candidate: %s",
                     "; ".join(f"{k} ({v})" for k, v in batch.unavailable.items()))
