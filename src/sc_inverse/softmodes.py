@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pymatgen.core import Lattice, Structure
@@ -157,7 +157,8 @@ class StabilityCheck:
 
     ``structure`` is the cell the modes refer to (a checker may symmetrise or re-relax first);
     ``energy_per_atom_eV`` its energy at the relaxer's level of theory (the rescue compares
-    children against it). ``stable`` None = could not be decided.
+    children against it). ``stable`` None = could not be decided. ``info``: the producer's own
+    result (an MLIP ``PhononResult``, a DFT gate document), carried to the caller untouched.
     """
 
     stable: bool | None
@@ -166,6 +167,7 @@ class StabilityCheck:
     modes: list[PhononMode] = field(default_factory=list)
     min_frequency_cm1: float | None = None
     error: str | None = None
+    info: Any = field(default=None, repr=False)
 
 
 @dataclass
