@@ -17,6 +17,7 @@ CODATA_REL = 1e-9
     ("BOHR_TO_A", PC["Bohr radius"][0] / C.angstrom),
     ("RY_TO_EV", PC["Rydberg constant times hc in eV"][0]),
     ("RY_TO_CM1", PC["Rydberg constant"][0] / 100.0),
+    ("HARTREE_TO_EV", PC["Hartree energy in eV"][0]),
     ("CM1_TO_K", 100.0 * C.h * C.c / C.k),
     ("THZ_TO_CM1", 1e12 / (100.0 * C.c)),
 ])

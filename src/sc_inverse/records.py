@@ -141,7 +141,8 @@ class CandidateRecord(BaseModel):
 
     id: str
     structure: dict = Field(description="pymatgen Structure.as_dict()")
-    origin: str = Field("user", description="generated | training | user")
+    origin: str = Field("user", description="generated | training | user | rescue")
+    parent_id: str | None = Field(None, description="id of the record this one was derived from (soft-mode rescue)")
     formula: str | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
     symmetry: SymmetryInfo | None = None

@@ -10,12 +10,15 @@ store moved or on another machine::
     <run>/screened.json     every candidate with predictions, verdicts, passed, rank
     <run>/dft.json          one row per DFT-validated (or skipped) candidate
     <run>/funnel.json       stage counts and stage wall times
+    <run>/run.json          how the run was started: command line, settings, code commit
+                            (written by ``run`` / ``submit inverse-design``; older runs lack it)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +47,10 @@ class RunDir:
     @property
     def funnel(self) -> Path:
         return self.root / "funnel.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "run.json"
 
     def read_json(self, path: Path, default: Any = None) -> Any:
         if not path.exists():
@@ -74,6 +81,34 @@ def finite_json(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [finite_json(v) for v in data]
     return data
+
+
+def code_version() -> str | None:
+    """``git describe``-like id of the source tree this package runs from (commit, ``-dirty``
+    when it has uncommitted changes); None outside a git checkout or without git."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit or None
+
+
+def write_manifest(run: RunDir, command: list[str], options: dict[str, Any],
+                   flow_uuid: str | None = None) -> Path:
+    """``run.json``: the command line that started the run, its options (``None`` = the
+    setting's value when the job ran), the code commit and the flow's uuid, so a campaign
+    report can state exactly what ran long after the shell that started it is gone."""
+    return run.write_json(run.manifest, {
+        "command": command,
+        "options": options,
+        "code_version": code_version(),
+        "flow_uuid": flow_uuid,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
 
 
 def runs_root() -> Path:

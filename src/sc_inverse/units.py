@@ -16,6 +16,8 @@ from __future__ import annotations
 BOHR_TO_A = 0.529177210903
 #: Ry -> eV (CODATA 2018 Rydberg energy, as in QE)
 RY_TO_EV = 13.605693122994
+#: Hartree -> eV (QE's XML files are in Hartree atomic units)
+HARTREE_TO_EV = 2.0 * RY_TO_EV
 #: Ry -> cm⁻¹ (CODATA 2018 Rydberg constant R∞ in cm⁻¹)
 RY_TO_CM1 = 109737.31568160
 #: Ry/bohr -> eV/Å (forces)
@@ -31,6 +33,7 @@ __all__ = [
     "BOHR_TO_A",
     "CM1_TO_K",
     "CM1_TO_THZ",
+    "HARTREE_TO_EV",
     "RY_PER_BOHR_TO_EV_PER_A",
     "RY_TO_CM1",
     "RY_TO_EV",

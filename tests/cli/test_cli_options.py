@@ -8,6 +8,7 @@ import os
 import click
 import pytest
 from click.testing import CliRunner
+from jobflow import Flow
 
 from sc_inverse.cli import cli
 from sc_inverse.cli.options import STORE_KINDS, ElementList, preset_option
@@ -47,8 +48,8 @@ def test_run_leaves_defaults_to_the_settings_and_hands_the_store_down(monkeypatc
     seen = {}
 
     def fake_flow(run_dir, *args, **kwargs):
-        seen.update(args=args, kwargs=kwargs)
-        return "flow"
+        seen.update(args=args, kwargs=kwargs, run_dir=run_dir)
+        return Flow([], name="fake")
 
     def fake_run(flow, store, root_dir, log):
         seen["job_store_settings"] = store
@@ -67,6 +68,10 @@ def test_run_leaves_defaults_to_the_settings_and_hands_the_store_down(monkeypatc
     assert seen["job_store_settings"].store == "mongo"  # the flow's job store = the builders'
     assert "DFT results of this run" in res.output and "(none)" in res.output
     assert "SC_INVERSE_STORE" not in os.environ and get_settings().store == "embedded"
+    # the run folder says how the run was started (the campaign report's header)
+    manifest = json.loads((seen["run_dir"] / "run.json").read_text())
+    assert manifest["options"]["store"] == "mongo" and manifest["options"]["top_k"] is None
+    assert manifest["flow_uuid"] and manifest["command"][0] == "sc-inverse"
 
 
 @pytest.mark.parametrize("command", [["epc"], ["run"], ["submit", "epc"],
@@ -83,7 +88,7 @@ def test_run_hands_epc_unstable_to_the_flow(monkeypatch):
 
     def fake_flow(run_dir, *args, **kwargs):
         seen.update(kwargs)
-        return "flow"
+        return Flow([], name="fake")
 
     def fake_run(flow, store, root_dir, log):
         (root_dir.parent / "funnel.json").write_text(json.dumps({"counts": {"generated": 0}}))
@@ -98,3 +103,6 @@ def test_run_hands_epc_unstable_to_the_flow(monkeypatch):
                                  catch_exceptions=False)
         assert res.exit_code == 0, res.output
         assert seen["epc_unstable"] is expected
+        manifest = json.loads((get_settings().data_dir / "runs" / f"x{expected}" / "run.json")
+                              .read_text())
+        assert manifest["options"]["epc_unstable"] is expected

@@ -240,3 +240,26 @@ def test_real_qe_al_passes_gate_and_runs_epc(al_structure, tmp_path, monkeypatch
     assert doc.calc_type == "elph" and doc.dynamically_stable is True
     row = next(r for r in doc.smearing_table if abs(r.sigma_Ry - 0.01) < 1e-9)
     assert row.lambda_ == pytest.approx(0.435, abs=0.03)
+
+
+@requires_qe
+@pytest.mark.qe
+@pytest.mark.slow
+def test_real_qe_gate_scf_carries_the_dft_gap(al_structure, tmp_path, monkeypatch):
+    """The gate job alone on fcc Al (≈ 2 s CPU): stable, and its scf document has the DFT
+    gap read before the outdir is deleted (metal: 0.0)."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    gate = QeStabilityGateMaker(preset="test", pseudo_dir=str(QE_PSEUDO_DIR)).make(al_structure)
+    store = JobStore(MemoryStore())
+    run_locally(gate, store=store, create_folders=True, root_dir=tmp_path, log=False,
+                ensure_success=True)
+    with store:
+        doc = StabilityGateDoc.model_validate(store.get_output(gate.uuid))
+    assert doc.stable is True and doc.epc_allowed and doc.qpoints_grid == [2, 2, 2]
+    assert doc.scf.outdir is None and not (tmp_path / "out").exists()
+    assert doc.scf.electronic is not None and doc.scf.electronic.band_gap_eV == 0.0
+    assert doc.cpu_time_s > 0 and [t.step for t in doc.timings] == ["scf", "ph", "q2r",
+                                                                     "matdyn_qgrid"]

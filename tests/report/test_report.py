@@ -46,12 +46,16 @@ def test_build_report_writes_labelled_pngs_and_table(tmp_path):
         {"id": "c1", "formula": "MgB2", "note": "skipped: no pseudopotential for Mg"},
     ])
     run.write_json(run.funnel, {"counts": {"generated": 3, "valid": 3, "screened": 1, "DFT": 1},
-                                "timings_s": {"generate": 1.0}})
+                                "timings_s": {"generate": 1.0},
+                                "dft_criteria": [{"criterion": "gap_eV < 0.05", "applied": True,
+                                                  "ml_reason_unavailable": "offline", "n_pass": 1,
+                                                  "n_fail": 0, "n_not_evaluated": 0}]})
     summary = build_report(run.root, tmp_path / "rep")
     text = summary.read_text()
     assert "| c0 | NbN | 12.30 |" in text
     assert "skipped: no pseudopotential for Mg" in text
     assert "| generated | 3 |" in text
+    assert "- `gap_eV < 0.05`: evaluated from the DFT scf (the ML model was not available: offline)" in text
     pngs = sorted((tmp_path / "rep").glob("*.png"))
     assert len(pngs) == 5
     for p in pngs:

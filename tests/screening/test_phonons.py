@@ -147,8 +147,9 @@ def emt_screen(tmp_path):
     recs = [CandidateRecord.from_structure(s, id=k, origin="generated") for k, s in
             {"cu3al": cu3al(), "cu-fcc": fcc("Cu", 3.62), "cu-bcc": bcc_cu(), "cual": b2()}.items()]
 
-    def run(mode: str):
-        cfg = ScreenConfig(criteria=[TC, EFORM, {"key": PHONON_CRITERION, "mode": mode}], phonon_settings=FAST)
+    def run(mode: str, rescue: bool = False):
+        cfg = ScreenConfig(criteria=[TC, EFORM, {"key": PHONON_CRITERION, "mode": mode}], phonon_settings=FAST,
+                           rescue=rescue)
         return run_screen(recs, cfg, predictors={"fake": FakeTcPredictor()}, relaxer=relaxer, references=refs,
                           training_index=TrainingIndex(), phonon_calculator=EMT())
 
@@ -183,6 +184,28 @@ def test_screen_records_phonons_as_filter_rejects_the_unstable_one(emt_screen):
     by = {r.id: r for r in out}
     assert not by["cu-bcc"].passed and by["cu-bcc"].rank is None
     assert by["cu-fcc"].passed and by["cu3al"].passed and by["cu-fcc"].phonons.mode == "filter"
+
+
+def test_screen_rescue_adds_children_and_keeps_the_parent(emt_screen):
+    """--rescue: bcc Cu (unstable under EMT) is kept and its soft-mode child, hcp Cu (measured:
+    33.6 meV/atom lower, stable), is a new record screened like the rest; the others are untouched."""
+    out, summary = emt_screen("advisory", rescue=True)
+    by = {r.id: r for r in out}
+    parent = by["cu-bcc"]
+    assert parent.phonons.verdict == "unstable" and parent.origin == "generated"
+    account = parent.provenance["rescue"]
+    assert account["steps"] and account["reason"]
+    children = [r for r in out if r.origin == "rescue"]
+    assert [c.id for c in children] == account["children"]
+    assert summary["rescue"] == {"n_attempted": 1, "n_children": 1, "n_rescued": 1}
+    (child,) = children
+    assert child.provenance["rescue"]["spacegroup"] == "P6_3/mmc" and child.phonons.verdict == "stable"
+    assert summary["n_input"] == 4 and len(out) == 4 + len(children)
+    for c in children:
+        assert c.parent_id in {"cu-bcc", *(x.id for x in children)} and c.id.startswith("cu-bcc-r")
+        assert c.provenance["rescue"]["energy_after_eV_per_atom"] < c.provenance["rescue"]["energy_before_eV_per_atom"]
+        assert c.verdicts  # screened itself
+    assert "rescue" not in by["cu-fcc"].provenance
 
 
 def test_no_relaxation_means_no_phonons(tmp_path):

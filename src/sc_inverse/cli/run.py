@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -24,7 +25,7 @@ from sc_inverse.cli.preflight import (
 from sc_inverse.execution import run_flow_locally
 from sc_inverse.pipeline.maker import make_inverse_design_flow
 from sc_inverse.report.tables import format_rows
-from sc_inverse.runs import new_run_dir, runs_root
+from sc_inverse.runs import new_run_dir, runs_root, write_manifest
 from sc_inverse.settings import get_settings
 from sc_inverse.stores import get_job_store
 
@@ -66,6 +67,11 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, criteria_file=criteria_file,
         keep_known=keep_known, elements=elements, epc_unstable=epc_unstable,
     )
+    write_manifest(run_dir, ["sc-inverse", *sys.argv[1:]], {
+        "n": n, "top_k": top_k, "preset": preset, "seed": seed, "optimize_tc": optimize_tc,
+        "include": str(include) if include else None, "criteria": str(criteria_file) if criteria_file else None,
+        "keep_known": keep_known, "elements": elements, "epc_unstable": epc_unstable,
+        "store": settings.store, "runner": "run (local)"}, flow.uuid)
     job_store = get_job_store(settings)
     t0 = time.perf_counter()
     # log=False: jobflow's own handler would print every line a second time (cli.output)

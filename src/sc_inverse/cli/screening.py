@@ -104,9 +104,12 @@ def predict(structures, models, out, batch_size, device) -> None:
 @click.option("--keep-known", is_flag=True, help="Let training structures/compositions pass (flagged only).")
 @click.option("--strict", is_flag=True, help="A criterion that cannot be evaluated fails everyone.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--rescue/--no-rescue", default=False, show_default=True,
+              help="Soft-mode rescue of candidates the MLIP phonon check finds unstable: children are "
+                   "added as new records (origin 'rescue', parent_id), parents kept.")
 @device_option
 def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator, keep_known, strict,
-           batch_size, device) -> None:
+           batch_size, rescue, device) -> None:
     """Screen candidates: dedup, novelty, ALIGNN criteria, CHGNet relaxation of survivors, ranking.
 
     A record that cannot be scored (unreadable, unknown element, atoms closer than 0.5 Å, ...)
@@ -118,7 +121,8 @@ def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator,
     criteria = load_criteria(criteria_file) if criteria_file else None
     res, summary = screen_records(records, criteria=criteria, top_k=top_k, relax=not no_relax,
                                   calculator=calculator, exclude_known=not keep_known, strict=strict,
-                                  batch_size=batch_size, device=device, progress=True)
+                                  batch_size=batch_size, device=device, progress=True,
+                                  rescue=rescue)
     out = Path(out)
     save_records(res, out)
     write_screen_table(res, Path(csv_out) if csv_out else out.with_suffix(".csv"))
@@ -134,4 +138,8 @@ def screen(candidates, criteria_file, top_k, out, csv_out, no_relax, calculator,
         state += ", advisory: ranks, never rejects" if c["mode"] == "advisory" else ""
         click.echo(f"  {c['criterion']}: pass {c['n_pass']}, fail {c['n_fail']}, "
                    f"not evaluated {c['n_not_evaluated']} [{state}]")
+    if "rescue" in summary:
+        r = summary["rescue"]
+        click.echo(f"  soft-mode rescue: {r.get('n_attempted', 0)} unstable tried, {r.get('n_rescued', 0)} "
+                   f"rescued to a stable structure, {r.get('n_children', 0)} child records added")
     click.echo(f"summary -> {summary_path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -22,7 +23,7 @@ from sc_inverse.errors import InputError
 from sc_inverse.execution import fworker_category, recover_lost_runs, submit_flow
 from sc_inverse.pipeline.epc import MAX_EPC_ATOMS, check_epc_size, make_epc_flow
 from sc_inverse.records import load_structure
-from sc_inverse.runs import new_run_dir
+from sc_inverse.runs import new_run_dir, write_manifest
 
 
 @click.group("submit")
@@ -112,6 +113,12 @@ def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_d
         criteria_file=criteria_file, keep_known=keep_known, elements=elements,
         epc_unstable=epc_unstable,
     )
+    write_manifest(run_dir, ["sc-inverse", *sys.argv[1:]], {
+        "n": n, "top_k": top_k, "preset": preset, "seed": seed, "optimize_tc": optimize_tc,
+        "include": str(include) if include else None,
+        "criteria": str(criteria_file) if criteria_file else None, "keep_known": keep_known,
+        "elements": elements, "epc_unstable": epc_unstable, "qe_category": category,
+        "runner": "FireWorks"}, flow.uuid)
     ids = submit_flow(flow, launchpad=launchpad_file, qe_category=category)
     click.echo(f"submitted {len(ids)} fireworks (run folder {run_dir.root}); "
                "QE jobs are added at run time by the DFT stage and inherit the QE category")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ class GeneratedCandidates(BaseModel):
     seed: int
     flag_counts: dict[str, int] = Field(default_factory=dict)
     settings: dict = Field(default_factory=dict)
+    cpu_time_s: float | None = Field(None, description="CPU time of the job's process (all threads).")
+    wall_time_s: float | None = None
 
 
 @dataclass
@@ -54,6 +57,7 @@ class GenerateCandidatesMaker(Maker):
 
         from sc_inverse.generative.sample import DEFAULT_STEPS_PER_LEVEL, generate_candidates
 
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         if self.threads:
             torch.set_num_threads(self.threads)
         steps = self.steps_per_level or DEFAULT_STEPS_PER_LEVEL
@@ -73,4 +77,6 @@ class GenerateCandidatesMaker(Maker):
             flag_counts=dict(Counter(f for r in records for f in r.flags)),
             settings={"steps_per_level": steps, "optimize_tc": self.optimize_tc,
                       "symmetrize": symmetrize, "prior": self.prior, "elements": self.elements},
+            cpu_time_s=time.process_time() - cpu0,
+            wall_time_s=time.perf_counter() - wall0,
         )

@@ -32,7 +32,12 @@ from sc_inverse.builders import run_builders
 from sc_inverse.metadata import set_categories, tag_candidate
 from sc_inverse.pipeline.chemical_space import missing_pseudopotentials
 from sc_inverse.pipeline.epc import epc_identity
-from sc_inverse.pipeline.funnel import funnel_counts, select_for_dft, stage_timings
+from sc_inverse.pipeline.funnel import (
+    dft_gap_criterion,
+    funnel_counts,
+    select_for_dft,
+    stage_timings,
+)
 from sc_inverse.qe.categories import qe_category_rules
 from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.gate import QeStabilityGateMaker
@@ -328,6 +333,10 @@ def finalize_run(
 ) -> dict:
     """Write ``dft.json`` and ``funnel.json``, then run the builders on this job's store.
 
+    The paper's gap criterion is evaluated from each DFT row's scf gap
+    (:func:`~sc_inverse.pipeline.funnel.dft_gap_criterion`, ``funnel["dft_criteria"]``); it
+    enters the counts when the screen could not evaluate it (no ML gap model).
+
     The builders read the flow's task documents from the job store the job runs with
     (``expose_store``) and write that store's own ``superconductors``/``thermo`` collections
     (:func:`~sc_inverse.stores.collection_store`), so ``run`` prints what was built; settings
@@ -341,14 +350,17 @@ def finalize_run(
     rows = [dft_row(screened.get(i), i, _dump(e), _dump(h), m, _dump(g))
             for i, e, h, m, g in zip(ids, epc_outputs, hull_outputs, mids, gates, strict=True)]
     rows += skipped
+    gap = dft_gap_criterion(rows, screen_summary)  # adds each row's gap_verdict
     run.write_json(run.dft, rows)
     # "novel" as the screen's triage defines it: no composition of the packaged JARVIS-SC set
     training_formulas = set(jarvis_sc_index().by_formula)
     timings = stage_timings(timestamps or {}, time.time())
     funnel = {
-        "counts": funnel_counts(generated, list(screened.values()), rows, training_formulas),
+        "counts": funnel_counts(generated, list(screened.values()), rows, training_formulas,
+                                gap["threshold_eV"] if gap["applied"] else None),
         "timings_s": timings,
         "screen_summary": screen_summary or {},
+        "dft_criteria": [gap],
     }
     run.write_json(run.funnel, funnel)
     builders = run_builders(CURRENT_JOB.store) if build else {}

@@ -4,7 +4,8 @@ Each parser raises :class:`~sc_inverse.errors.ParseError` naming the file when t
 missing, empty or truncated where data is required; ``require_done=False`` lets the custodian
 handlers look at unfinished outputs.
 
-Files understood: pw.x output (scf/relax/vc-relax), ph.x output, ph.x ``elph_dir/elph.inp_lambda.N``,
+Files understood: pw.x output (scf/relax/vc-relax), pw.x's XML data file (Kohn-Sham eigenvalues,
+occupations, smearing, Fermi energy), ph.x output, ph.x ``elph_dir/elph.inp_lambda.N``,
 dynamical-matrix files (``fildynN``), matdyn's ``lambda`` table, ``a2F.dosN``, ``phonon.dos`` and
 frequency files (``flfrq``), lambda.x's ``lambda.dat``.
 """
@@ -12,6 +13,7 @@ frequency files (``flfrq``), lambda.x's ``lambda.dat``.
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from sc_inverse.errors import ParseError
-from sc_inverse.units import BOHR_TO_A, RY_PER_BOHR_TO_EV_PER_A, RY_TO_CM1, RY_TO_EV
+from sc_inverse.units import BOHR_TO_A, HARTREE_TO_EV, RY_PER_BOHR_TO_EV_PER_A, RY_TO_CM1, RY_TO_EV
 
 _NUM = r"[-+]?\d*\.?\d+(?:[eEdD][-+]?\d+)?"
 JOB_DONE = "JOB DONE"
@@ -39,16 +41,34 @@ def _f(x: str) -> float:
     return float(x.replace("D", "E").replace("d", "e"))
 
 
+def _duration_s(raw: str) -> float:
+    """Seconds of a QE clock text such as ``1h 2m`` or ``1m23.45s``."""
+    total = 0.0
+    for value, unit in re.findall(r"(\d+\.?\d*)([hms])", raw.replace(" ", "")):
+        total += float(value) * {"h": 3600.0, "m": 60.0, "s": 1.0}[unit]
+    return total
+
+
 def parse_wall_time(text: str, program: str) -> float | None:
     """Seconds from e.g. ``PWSCF : 1m23.45s CPU 1h 2m WALL`` (last occurrence)."""
     matches = re.findall(rf"{program}\s*:\s*.*?CPU\s+(.*?)\s*WALL", text)
+    return _duration_s(matches[-1]) if matches else None
+
+
+#: a program's own clock line, e.g. ``     PHONON       :     11.08s CPU     17.49s WALL``;
+#: QE's per-routine lines use lower-case names
+_PROGRAM_CLOCK = re.compile(r"^\s*([A-Z][A-Z0-9_]+)\s*:\s*(.+?)\s*CPU\s+(.+?)\s*WALL\s*$", re.M)
+
+
+def parse_program_times(text: str) -> tuple[str, float, float] | None:
+    """``(program, cpu_s, wall_s)`` of the last clock line a QE program printed (cumulative,
+    e.g. PWSCF, PHONON, Q2R, MATDYN); None when it printed none (killed early, lambda.x).
+    The CPU time is that of the process (rank 0 under MPI)."""
+    matches = _PROGRAM_CLOCK.findall(text)
     if not matches:
         return None
-    raw = matches[-1].replace(" ", "")
-    total = 0.0
-    for value, unit in re.findall(r"(\d+\.?\d*)([hms])", raw):
-        total += float(value) * {"h": 3600.0, "m": 60.0, "s": 1.0}[unit]
-    return total
+    program, cpu, wall = matches[-1]
+    return program, _duration_s(cpu), _duration_s(wall)
 
 
 def qe_errors(text: str) -> list[str]:
@@ -201,6 +221,116 @@ def parse_pw_output(path: str | Path, require_done: bool = True) -> PwOutput:
         if out.final_structure is None:
             raise ParseError(f"{path}: no structure could be read")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# pw.x XML data file (QE >= 6.2 schema; values in Hartree)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PwBands:
+    """Kohn-Sham eigenvalues of a pw.x run, converted to eV.
+
+    ``eigenvalues_eV`` and ``occupations`` have shape (spin channels, k points, bands): one
+    channel, or two (up, down) for a spin-polarised (lsda) run. ``kpoint_weights`` are QE's
+    (they sum to 2 without spin polarisation, to 1 with lsda or noncollinear spins);
+    ``occupations`` are per state, 0…1.
+    """
+
+    path: str
+    eigenvalues_eV: np.ndarray
+    occupations: np.ndarray
+    kpoint_weights: np.ndarray
+    lsda: bool
+    noncolin: bool
+    nelec: float
+    occupations_kind: str
+    smearing: str | None = None
+    degauss_eV: float | None = None
+    fermi_energy_eV: float | None = None
+    fermi_energies_eV: tuple[float, float] | None = None
+    highest_occupied_eV: float | None = None
+    lowest_unoccupied_eV: float | None = None
+
+    @property
+    def spin_degeneracy(self) -> int:
+        """Electrons per state: 2 without spin polarisation, 1 with lsda or noncollinear spins."""
+        return 1 if (self.lsda or self.noncolin) else 2
+
+
+def pw_xml_path(outdir: str | Path, prefix: str) -> Path:
+    """pw.x's XML data file in ``outdir``: ``prefix.xml``, else ``prefix.save/data-file-schema.xml``
+    (both are written by pw.x; the first is missing when only ``prefix.save`` was copied)."""
+    outdir = Path(outdir)
+    for path in (outdir / f"{prefix}.xml", outdir / f"{prefix}.save" / "data-file-schema.xml"):
+        if path.is_file():
+            return path
+    return outdir / f"{prefix}.xml"
+
+
+def _xml_float(node: ET.Element | None) -> float | None:
+    return float(node.text) if node is not None and node.text else None
+
+
+def _xml_floats(node: ET.Element | None, path: str, where: str) -> np.ndarray:
+    if node is None or node.text is None:
+        raise ParseError(f"{where}: no <{path}> in a <ks_energies> block")
+    return np.array([_f(x) for x in node.text.split()])
+
+
+def parse_pw_xml(path: str | Path) -> PwBands:
+    """Eigenvalues, k weights, occupations, smearing and Fermi level(s) of a pw.x XML file.
+
+    For lsda runs QE lists each k point once with ``nbnd_up`` up then ``nbnd_dw`` down values;
+    they are split into two channels here. Insulators with fixed occupations have
+    ``highestOccupiedLevel`` (and ``lowestUnoccupiedLevel`` when empty bands were computed)
+    instead of, or besides, a Fermi energy.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParseError(f"{path}: pw.x XML file not found")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ParseError(f"{path}: not a readable XML file ({exc})") from exc
+    bs = root.find("output/band_structure")
+    if bs is None:
+        raise ParseError(f"{path}: no <output><band_structure> (pw.x did not finish?)")
+    lsda = (bs.findtext("lsda") or "false").strip() == "true"
+    noncolin = (bs.findtext("noncolin") or "false").strip() == "true"
+    blocks = bs.findall("ks_energies")
+    if not blocks:
+        raise ParseError(f"{path}: <band_structure> has no <ks_energies>")
+    weights, eig, occ = [], [], []
+    for block in blocks:
+        kp = block.find("k_point")
+        weights.append(float(kp.get("weight")) if kp is not None and kp.get("weight") else np.nan)
+        eig.append(_xml_floats(block.find("eigenvalues"), "eigenvalues", str(path)))
+        occ.append(_xml_floats(block.find("occupations"), "occupations", str(path)))
+    if len({len(e) for e in eig}) != 1 or np.isnan(weights).any():
+        raise ParseError(f"{path}: k points with different band counts or without a weight")
+    n_channels = 2 if lsda else 1
+    if len(eig[0]) % n_channels:
+        raise ParseError(f"{path}: lsda run with an odd number of eigenvalues per k point")
+    shape = (len(blocks), n_channels, len(eig[0]) // n_channels)
+    smearing = bs.find("smearing")
+    two = bs.findtext("two_fermi_energies")
+    to_ev = lambda x: None if x is None else x * HARTREE_TO_EV  # noqa: E731
+    return PwBands(
+        path=str(path),
+        eigenvalues_eV=np.array(eig).reshape(shape).transpose(1, 0, 2) * HARTREE_TO_EV,
+        occupations=np.array(occ).reshape(shape).transpose(1, 0, 2),
+        kpoint_weights=np.array(weights),
+        lsda=lsda,
+        noncolin=noncolin,
+        nelec=float(bs.findtext("nelec") or "nan"),
+        occupations_kind=(bs.findtext("occupations_kind") or "").strip(),
+        smearing=smearing.text.strip() if smearing is not None and smearing.text else None,
+        degauss_eV=to_ev(float(smearing.get("degauss"))) if smearing is not None and smearing.get("degauss") else None,
+        fermi_energy_eV=to_ev(_xml_float(bs.find("fermi_energy"))),
+        fermi_energies_eV=tuple(_f(x) * HARTREE_TO_EV for x in two.split()[:2]) if two else None,
+        highest_occupied_eV=to_ev(_xml_float(bs.find("highestOccupiedLevel"))),
+        lowest_unoccupied_eV=to_ev(_xml_float(bs.find("lowestUnoccupiedLevel"))),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

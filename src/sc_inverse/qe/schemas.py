@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 from sc_inverse.errors import CalculationError, InputError, ParseError
+from sc_inverse.qe.electronic import ElectronicSummary, electronic_from_outdir
 from sc_inverse.qe.eliashberg import EliashbergResult, debye_temperature_K, eliashberg_table
 from sc_inverse.qe.parsers import (
     ElphQ,
@@ -201,6 +202,9 @@ class PwTaskDoc(QeTaskDocBase):
         "cell of the relaxed structure, see symmetry)."
     )
     symmetry: RelaxSymmetry | None = Field(None, description="vc-relax: space groups before/after.")
+    electronic: ElectronicSummary | None = Field(
+        None, description="Band gap, metallicity and N(E_F) from the run's eigenvalues (pw.x XML); "
+        "None when the XML was missing or unreadable (the reason is logged).")
 
     @classmethod
     def from_directory(
@@ -219,6 +223,7 @@ class PwTaskDoc(QeTaskDocBase):
 
         The input summary is the input file as it stands after the run (handler corrections
         included); the la2F grid is that of ``scf_la2f.in`` when a denser la2F scf ran first.
+        ``electronic`` is read from pw.x's XML now, because later jobs may delete the outdir.
         """
         directory = Path(dir_name)
         text = _read_input(directory / f"{name}.in")
@@ -226,6 +231,7 @@ class PwTaskDoc(QeTaskDocBase):
         control = {k: parse_fortran_value(v) for k, v in read_namelist(text, "control").items()}
         grid, shift, pseudos = _pw_cards(text, directory / f"{name}.in")
         final = out.final_structure
+        outdir, prefix = str(directory / str(control.get("outdir", OUTDIR))), control.get("prefix")
         summary = QeInputSummary.from_input(
             preset.name, text, ("control", "system", "electrons", "ions", "cell"),
             kpoints_grid=grid, kpoints_shift=shift, pseudopotentials=pseudos,
@@ -254,8 +260,9 @@ class PwTaskDoc(QeTaskDocBase):
             relax_converged=out.relax_converged,
             kpoint_convergence=kpoint_convergence,
             **_run_fields(timings, corrections),
-            outdir=str(directory / str(control.get("outdir", OUTDIR))),
-            prefix=control.get("prefix"),
+            outdir=outdir,
+            prefix=prefix,
+            electronic=electronic_from_outdir(outdir, prefix or "pwscf"),  # pw.x's default prefix
         )
 
 

@@ -83,6 +83,25 @@ def draw_figures(screened: list[CandidateRecord], dft_rows: list[dict], counts: 
     return figs
 
 
+def criteria_from_dft_lines(entries: list[dict]) -> list[str]:
+    """One line per screen criterion checked on the DFT results (the band gap from the scf):
+    whether it stood in for the ML model in the funnel, and its tally."""
+    if not entries:
+        return []
+    lines = ["## Criteria evaluated from DFT", ""]
+    for e in entries:
+        if e.get("applied"):
+            role = ("evaluated from the DFT scf (the ML model was not available: "
+                    f"{e.get('ml_reason_unavailable') or 'not evaluated'}); counted in the funnel")
+        elif e.get("ml_model_available"):
+            role = "evaluated by the ML screen; the DFT scf values are a cross-check"
+        else:
+            role = "recorded from the DFT scf (not a criterion of this screen, or no DFT gap)"
+        lines.append(f"- `{e.get('criterion')}`: {role}. Pass {e.get('n_pass', 0)}, "
+                     f"fail {e.get('n_fail', 0)}, not evaluated {e.get('n_not_evaluated', 0)}.")
+    return [*lines, ""]
+
+
 def summary_markdown(root: Path, funnel: dict, dft_rows: list[dict], figs: dict[str, Path]) -> str:
     """``summary.md``: funnel, timings, Table 1 and the figures (by file name, next to it)."""
     counts = funnel.get("counts", {})
@@ -91,6 +110,7 @@ def summary_markdown(root: Path, funnel: dict, dft_rows: list[dict], figs: dict[
         lines += ["## Funnel", "", "| stage | count |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in counts.items()]
         lines.append("")
+    lines += criteria_from_dft_lines(funnel.get("dft_criteria", []))
     timings = funnel.get("timings_s", {})
     if timings:
         lines += ["## Timings", "", "| stage | wall time (s) |", "|---|---|"]

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -102,15 +102,15 @@ class PhononResult:
     seconds: float = 0.0
     error: str | None = None
     structure: Structure | None = field(default=None, repr=False)
+    phonopy: Any = field(default=None, repr=False, compare=False)  # kept only on request (rescue)
 
     def verdict(self, tolerance_THz: float = DEFAULT_TOLERANCE_THZ) -> StabilityVerdict:
         return stability_verdict(self.min_frequency_THz, tolerance_THz)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready dict without the structure; settings flattened under their own names."""
-        d = asdict(self)
-        d.pop("structure")
-        d.update(d.pop("settings"))
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("structure", "phonopy", "settings")}
+        d.update(asdict(self.settings))
         return d
 
 
@@ -147,8 +147,12 @@ def symmetrized_primitive(structure: Structure, symprec_A: float) -> tuple[Struc
     return sga.get_primitive_standard_structure(), sga.get_space_group_symbol()
 
 
-def relax_with_symmetry(structure: Structure, calculator, fmax: float, steps: int) -> tuple[Structure, bool, int]:
-    """Positions and cell relaxed under the cell's own symmetry (ASE FixSymmetry + FrechetCellFilter)."""
+def relax_with_symmetry(structure: Structure, calculator, fmax: float, steps: int,
+                        keep_symmetry: bool = True) -> tuple[Structure, bool, int]:
+    """Positions and cell relaxed under the cell's own symmetry (ASE FixSymmetry + FrechetCellFilter).
+
+    ``keep_symmetry`` False relaxes freely (the soft-mode rescue: the symmetry must be allowed to drop).
+    """
     from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
@@ -156,7 +160,8 @@ def relax_with_symmetry(structure: Structure, calculator, fmax: float, steps: in
 
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.calc = calculator
-    atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+    if keep_symmetry:
+        atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
     opt = BFGS(FrechetCellFilter(atoms), logfile=None)
     with warnings.catch_warnings():  # CHGNet converts atoms to pymatgen at every step and warns
         warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian")  # about FixSymmetry
@@ -194,8 +199,8 @@ def _softest(qpoints: np.ndarray, frequencies: np.ndarray) -> tuple[float, tuple
     return float(freqs[iq].min()), q, min_opt_gamma
 
 
-def phonon_frequencies(structure: Structure, calculator, settings: PhononSettings) -> dict[str, Any]:
-    """phonopy finite displacements on ``structure`` as given: softest mode and bookkeeping."""
+def force_constants(structure: Structure, calculator, settings: PhononSettings):
+    """phonopy finite displacements on ``structure`` as given: a Phonopy object with force constants."""
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
@@ -211,10 +216,17 @@ def phonon_frequencies(structure: Structure, calculator, settings: PhononSetting
     ph.produce_force_constants(show_drift=False)
     if settings.symmetrize_force_constants:
         ph.symmetrize_force_constants(show_drift=False)
+    return ph
+
+
+def phonon_frequencies(structure: Structure, calculator, settings: PhononSettings, phonopy=None) -> dict[str, Any]:
+    """Softest mode on the settings' mesh and bookkeeping (``phonopy``: force constants already computed)."""
+    ph = phonopy if phonopy is not None else force_constants(structure, calculator, settings)
     ph.run_mesh([settings.mesh] * 3, is_gamma_center=True)
     fmin, q, gamma_opt = _softest(np.asarray(ph.mesh.qpoints), np.asarray(ph.mesh.frequencies))
     return {"min_frequency_THz": fmin, "softest_q": q, "min_optical_gamma_THz": gamma_opt,
-            "supercell": dims, "n_atoms_supercell": len(ph.supercell), "n_displacements": len(forces)}
+            "supercell": tuple(int(x) for x in np.diag(ph.supercell_matrix)),
+            "n_atoms_supercell": len(ph.supercell), "n_displacements": len(ph.forces)}
 
 
 def mlip_phonons(
@@ -222,8 +234,11 @@ def mlip_phonons(
     calculator=None,
     settings: PhononSettings | None = None,
     potential: str = DEFAULT_POTENTIAL,
+    keep_phonopy: bool = False,
 ) -> PhononResult:
     """Symmetrise, re-relax (``settings.relax_fmax_eV_per_A``) and compute phonons of one structure.
+
+    ``keep_phonopy`` keeps the Phonopy object (force constants) in the result, for eigenvectors.
 
     Never raises for a bad structure (the error goes into the result, verdict not_evaluated);
     a calculator that cannot be built raises :class:`ModelLoadError`.
@@ -239,8 +254,11 @@ def mlip_phonons(
                 prim, calculator, settings.relax_fmax_eV_per_A, settings.relax_max_steps)
             res.relax_seconds = time.perf_counter() - t0
         res.structure = prim
-        for k, v in phonon_frequencies(prim, calculator, settings).items():
+        ph = force_constants(prim, calculator, settings)
+        for k, v in phonon_frequencies(prim, calculator, settings, phonopy=ph).items():
             setattr(res, k, v)
+        if keep_phonopy:
+            res.phonopy = ph
         if not math.isfinite(res.min_frequency_THz):
             res.min_frequency_THz = None
             res.error = "no phonon mode besides the acoustic ones at Γ"

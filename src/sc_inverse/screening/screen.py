@@ -11,6 +11,8 @@ it): it builds a :class:`ScreenConfig` and :func:`run_screen` runs the stages in
 5. :func:`energy_verdicts` — the MLIP criteria; an ML criterion must also hold after relaxing;
 6. :func:`check_phonons` — MLIP phonons (``mlip_dynamically_stable``) of the candidates that
    can still pass every other criterion;
+   with ``rescue``, :func:`rescue_unstable` follows the unstable ones' soft modes
+   (:mod:`sc_inverse.screening.rescue`) and the children go through stages 1-6 themselves;
 7. :func:`rank_and_select` — the pass rule (:func:`passes`, the only one), rank, top-k;
 8. :func:`screen_summary`.
 
@@ -24,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from monty.json import jsanitize
@@ -62,6 +64,7 @@ from sc_inverse.screening.relax import (
     calculator_name,
     relax_and_score,
 )
+from sc_inverse.screening.rescue import MlipRescuer, child_records, rescue_summary
 from sc_inverse.screening.triage import (
     Novelty,
     TrainingIndex,
@@ -88,7 +91,8 @@ class ScreenConfig:
     parsed and put in cost order (ML criteria before MLIP ones) on construction.
     ``calculator``: an atomate2 MLFF name or an ASE calculator for the relaxation stage;
     ``phonon_potential`` (a :data:`~sc_inverse.screening.phonons.POTENTIALS` name) and
-    ``phonon_settings`` (None = the measured defaults) for the phonon check.
+    ``phonon_settings`` (None = the measured defaults) for the phonon check. ``rescue``: follow
+    the soft modes of candidates the phonon check finds unstable (new records, parents kept).
     """
 
     criteria: Sequence[Criterion | dict] | None = None
@@ -105,6 +109,7 @@ class ScreenConfig:
     max_relax_steps: int = 300
     phonon_potential: str = DEFAULT_POTENTIAL
     phonon_settings: PhononSettings | None = None
+    rescue: bool = False
 
     def __post_init__(self) -> None:
         self.criteria = order_by_cost(
@@ -152,6 +157,29 @@ class ScreenBatch:
         default_factory=lambda: {"potential": None, "n_evaluated": 0, "n_failed": 0}
     )
     timings: dict[str, float] = field(default_factory=dict)
+    #: with ``ScreenConfig.rescue``: the phonon results (force constants kept) of unstable candidates
+    unstable_phonons: dict[int, PhononResult] = field(default_factory=dict)
+    phonon_calculator: Any = None
+    rescue: dict[str, Any] = field(default_factory=dict)
+
+    def extend(self, other: ScreenBatch) -> None:
+        """Append another batch's records and stage results (indices shifted), e.g. rescued children."""
+        n = len(self.records)
+        self.records += other.records
+        self.structures += other.structures
+        self.unreadable.update({i + n: m for i, m in other.unreadable.items()})
+        self.duplicate_of += [None if d is None else d + n for d in other.duplicate_of]
+        self.novelty += other.novelty
+        self.active += [i + n for i in other.active]
+        self.known |= {i + n for i in other.known}
+        self.relaxed += [i + n for i in other.relaxed]
+        self.n_alive_after_ml += other.n_alive_after_ml
+        for k, v in other.unavailable.items():
+            self.unavailable.setdefault(k, v)
+        for mine, theirs in ((self.relaxation, other.relaxation), (self.phonons, other.phonons)):
+            for k, v in theirs.items():
+                if k.startswith("n_"):
+                    mine[k] = mine.get(k, 0) + v
 
     def eligible(self, i: int, exclude_known: bool) -> bool:
         """Readable, not a duplicate and (with ``exclude_known``) not in the training set."""
@@ -487,18 +515,45 @@ def check_phonons(batch: ScreenBatch, cfg: ScreenConfig, calculator: Any = None)
     settings = cfg.phonon_settings or PhononSettings()
     batch.phonons.update(potential=name, settings=asdict(settings))
     secs = []
+    batch.phonon_calculator = calc
     for i in todo:
-        rec, r = batch.records[i], mlip_phonons(batch.structures[i], calc, settings, potential=name)
+        rec = batch.records[i]
+        r = mlip_phonons(batch.structures[i], calc, settings, potential=name, keep_phonopy=cfg.rescue)
         rec.predictions[PHONON_KEY] = _finite(r.min_frequency_THz)
         for c in crits:
             rec.verdicts[c.label] = c.verdict(rec.predictions[PHONON_KEY])
         rec.phonons = _phonon_info(r, crits[0], rec.verdicts[crits[0].label])
+        if cfg.rescue and rec.phonons.verdict == "unstable":
+            batch.unstable_phonons[i] = r
+        else:
+            r.phonopy = None
         batch.phonons["n_evaluated"] += 1
         if r.error:
             rec.errors["mlip_phonons"] = r.error
             batch.phonons["n_failed"] += 1
         secs.append(r.seconds)
     batch.phonons["seconds_per_structure"] = sum(secs) / len(secs)
+
+
+def rescue_unstable(batch: ScreenBatch, cfg: ScreenConfig) -> list[CandidateRecord]:
+    """Soft-mode rescue of the candidates the phonon check found unstable: one record per
+    accepted child (unscreened); each parent's ``provenance["rescue"]`` says what was tried."""
+    if not batch.unstable_phonons:
+        return []
+    settings = cfg.phonon_settings or PhononSettings()
+    rescuer = MlipRescuer(calculator=batch.phonon_calculator, potential=batch.phonons["potential"],
+                          settings=settings, tolerance_THz=-cfg.phonon_criteria[0].threshold)
+    children, n_rescued = [], 0
+    for i, r in batch.unstable_phonons.items():
+        rec = batch.records[i]
+        t0 = time.perf_counter()
+        result = rescuer.rescue(batch.structures[i], rec.id, initial=r)
+        rec.provenance["rescue"] = rescue_summary(result, time.perf_counter() - t0)
+        children += child_records(rec, result)
+        n_rescued += result.rescued
+    batch.rescue.update(n_attempted=len(batch.unstable_phonons), n_children=len(children), n_rescued=n_rescued)
+    batch.unstable_phonons.clear()
+    return children
 
 
 def _rank_score(rec: CandidateRecord) -> tuple[float | None, float | None]:
@@ -539,7 +594,7 @@ def screen_summary(batch: ScreenBatch, cfg: ScreenConfig) -> dict[str, Any]:
             "n_pass": vs.count("pass"), "n_fail": vs.count("fail"), "n_not_evaluated": vs.count("not_evaluated"),
         })
     return {
-        "n_input": len(recs),
+        "n_input": len(recs) - batch.rescue.get("n_children", 0),
         "n_unreadable": len(batch.unreadable),
         "n_duplicates": sum(d is not None for d in batch.duplicate_of),
         "n_known_structure": sum(1 for nv in batch.novelty if nv and nv.known_structure),
@@ -549,6 +604,7 @@ def screen_summary(batch: ScreenBatch, cfg: ScreenConfig) -> dict[str, Any]:
         "n_alive_after_ml": batch.n_alive_after_ml,
         "relaxation": batch.relaxation,
         "phonons": batch.phonons,
+        **({"rescue": batch.rescue} if cfg.rescue else {}),
         "n_passed": sum(1 for r in recs if r.passed),
         "n_selected": sum(1 for r in recs if r.selected),
         "top_k": cfg.top_k,
@@ -557,6 +613,28 @@ def screen_summary(batch: ScreenBatch, cfg: ScreenConfig) -> dict[str, Any]:
         "not_evaluated_criteria": [{"criterion": k, "reason": v} for k, v in batch.unavailable.items()],
         "timings": {k: round(v, 3) for k, v in batch.timings.items()},
     }
+
+
+def screen_stages(records: Sequence[CandidateRecord], cfg: ScreenConfig, predictors: Mapping[str, Predictor],
+                  relaxer: MlipRelaxer | None, references: ElementalReferences | None,
+                  training_index: TrainingIndex | None, phonon_calculator: Any) -> ScreenBatch:
+    """Stages 1-6 of the module docstring on a new batch of ``records`` (no ranking)."""
+    batch = new_batch(records)
+    t0 = time.perf_counter()
+    triage_batch(batch, training_index)
+    batch.timings["triage_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alive = predict_ml(batch, cfg, predictors)
+    batch.timings["ml_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    relax_survivors(batch, cfg, alive, relaxer, references)
+    recheck_relaxed(batch, cfg)
+    batch.timings["mlip_s"] = time.perf_counter() - t0
+    energy_verdicts(batch, cfg)
+    t0 = time.perf_counter()
+    check_phonons(batch, cfg, phonon_calculator)
+    batch.timings["phonons_s"] = time.perf_counter() - t0
+    return batch
 
 
 def run_screen(
@@ -575,24 +653,19 @@ def run_screen(
     stage and the novelty check (None: built from ``cfg`` / the packaged training set);
     ``phonon_calculator`` a ready ASE calculator for the phonon check.
     """
-    t_start = time.perf_counter()
-    batch = new_batch(records)
-    t0 = time.perf_counter()
-    triage_batch(batch, training_index)
-    batch.timings["triage_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    alive = predict_ml(batch, cfg, predictors or {})
-    batch.timings["ml_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    relax_survivors(batch, cfg, alive, relaxer, references)
-    recheck_relaxed(batch, cfg)
-    batch.timings["mlip_s"] = time.perf_counter() - t0
-    energy_verdicts(batch, cfg)
-    t0 = time.perf_counter()
-    check_phonons(batch, cfg, phonon_calculator)
-    batch.timings["phonons_s"] = time.perf_counter() - t0
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    batch = screen_stages(records, cfg, predictors or {}, relaxer, references, training_index, phonon_calculator)
+    if cfg.rescue:
+        t0 = time.perf_counter()
+        children = rescue_unstable(batch, cfg)
+        if children:  # the children are screened like any candidate (predictions of their own cells)
+            loaded = {k: v for k, v in batch.predictors.items() if not isinstance(v, Exception)}
+            batch.extend(screen_stages(children, replace(cfg, rescue=False), {**loaded, **(predictors or {})},
+                                       relaxer, references, training_index, batch.phonon_calculator))
+        batch.timings["rescue_s"] = time.perf_counter() - t0
     rank_and_select(batch, cfg)
     batch.timings["total_s"] = time.perf_counter() - t_start
+    batch.timings["cpu_total_s"] = time.process_time() - cpu_start  # this process, all threads
     if batch.unavailable:
         log.warning("NOT EVALUATED for every candidate: %s",
                     "; ".join(f"{k} ({v})" for k, v in batch.unavailable.items()))
@@ -619,8 +692,10 @@ def screen_records(
     max_relax_steps: int = 300,
     phonon_potential: str = DEFAULT_POTENTIAL,
     phonon_calculator: Any = None,
+    rescue: bool = False,
 ) -> tuple[list[CandidateRecord], dict[str, Any]]:
-    """Screen candidate records; returns ``(records, summary)`` with one record per input.
+    """Screen candidate records; returns ``(records, summary)`` with one record per input
+    (then, with ``rescue``, one per rescued child).
 
     Each output record keeps its ``id`` and gets ``predictions`` (``tc_K`` in K, ...),
     ``verdicts`` (criterion label -> pass/fail/not_evaluated), ``passed``, ``rank`` (survivors,
@@ -631,6 +706,8 @@ def screen_records(
     * Criteria whose model cannot be loaded are ``not_evaluated`` for every candidate and listed
       in ``summary["not_evaluated_criteria"]``; with ``strict=True`` nobody can pass then.
       A candidate whose own value is missing (graph rejected, NaN, relaxation failed) never passes.
+    * ``rescue``: candidates the phonon check finds unstable are kept and their rescued children
+      (``origin`` "rescue", ``parent_id``) are appended, screened like the others.
     * The options are those of :class:`ScreenConfig`; ``predictors``, ``relaxer``,
       ``references`` and ``training_index`` are ready objects (see :func:`run_screen`).
     """
@@ -638,6 +715,7 @@ def screen_records(
         criteria=criteria, top_k=top_k, relax=relax, calculator=calculator, exclude_known=exclude_known,
         strict=strict, recheck_after_relax=recheck_after_relax, hull=hull, batch_size=batch_size,
         device=device, progress=progress, max_relax_steps=max_relax_steps, phonon_potential=phonon_potential,
+        rescue=rescue,
     )
     return run_screen(records, cfg, predictors=predictors, relaxer=relaxer, references=references,
                       training_index=training_index, phonon_calculator=phonon_calculator)
