@@ -259,7 +259,8 @@ def test_real_qe_gate_scf_carries_the_dft_gap(al_structure, tmp_path, monkeypatc
     with store:
         doc = StabilityGateDoc.model_validate(store.get_output(gate.uuid))
     assert doc.stable is True and doc.epc_allowed and doc.qpoints_grid == [2, 2, 2]
-    assert doc.scf.outdir is None and not (tmp_path / "out").exists()
+    assert doc.scf.outdir is None and not list(tmp_path.rglob("out"))  # wavefunctions deleted
+    assert list(tmp_path.rglob("qgrid.modes"))
     assert doc.scf.electronic is not None and doc.scf.electronic.band_gap_eV == 0.0
     assert doc.cpu_time_s > 0 and [t.step for t in doc.timings] == ["scf", "ph", "q2r",
                                                                      "matdyn_qgrid"]
