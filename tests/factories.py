@@ -152,3 +152,32 @@ def write_upf(path: Path, el: str, wfc: float = 30.0, rho: float = 240.0,
 
 
 __all__ = ["elph_task", "many_elph_tasks", "many_scf_tasks", "scf_task", "set_path", "write_upf"]
+
+
+def gate_task(i: int, stable: bool, candidate_id: str | None = None,
+              electronic: dict | None = None) -> dict:
+    """One jobflow document holding a StabilityGateDoc (as stored); its scf carries
+    ``electronic`` when given (the gap summary E's branch adds to PwTaskDoc)."""
+    from sc_inverse.qe.schemas import GATE_SKIP_NOTE, StabilityGateDoc
+
+    s = _structure(i)
+    els = sorted({sp.symbol for sp in s.species})
+    scf = PwTaskDoc(calc_type="scf", dir_name=f"/runs/gate{i}", task_label="qe stability gate scf",
+                    formula_pretty=s.composition.reduced_formula, elements=els, nsites=len(s),
+                    structure=s, input=QeInputSummary(**_input("test", els)), energy_eV=-50.0,
+                    energy_per_atom_eV=-50.0 / len(s))
+    reason = "stable: …" if stable else "unstable: lowest ASR-corrected mode -90.0 cm⁻¹ …"
+    doc = StabilityGateDoc(
+        calc_type="stability-gate", dir_name=f"/runs/gate{i}", task_label="qe stability gate",
+        formula_pretty=s.composition.reduced_formula, elements=els, nsites=len(s), structure=s,
+        input=QeInputSummary(**_input("test", els)), stable=stable,
+        min_frequency_cm1=120.0 if stable else -90.0, qpoints_grid=[2, 2, 2], reason=reason,
+        epc_allowed=stable, epc_skipped_reason=None if stable else f"{GATE_SKIP_NOTE}: {reason}",
+        scf=scf, energy_eV=-50.0, energy_per_atom_eV=-50.0 / len(s),
+    )
+    data = jsanitize(doc, strict=True, enum_values=True, allow_bson=True)
+    if electronic is not None:
+        data["scf"]["electronic"] = electronic
+    meta = {"candidate_id": candidate_id or f"cand-{i}", "origin": "generated",
+            "predictions": {"tc_K": 9.0}}
+    return _job_doc(data, "qe stability gate", meta, i)

@@ -55,6 +55,24 @@ def total(xs: list) -> float:
     return float(sum(xs))
 
 
+@job
+def recorded_gate(case: str):
+    """The StabilityGateDoc of a recorded gate run (tests/test_data/qe/gate/CASE)."""
+    from sc_inverse.qe.schemas import PwTaskDoc, StabilityGateDoc
+    from sc_inverse.qe.sets import TEST
+
+    d = TESTS / "test_data" / "qe" / "gate" / case
+    preset = TEST.with_updates(pseudo_pattern="{el}.pbesol-*.UPF")
+    scf = PwTaskDoc.from_directory(d, preset, "scf")
+    return StabilityGateDoc.from_directory(d, preset, scf.structure, scf)
+
+
+@job
+def report_epc(epc) -> dict:
+    """Stands for the run's finalize job: what it was handed for the EPC output."""
+    return {"calc_type": getattr(epc, "calc_type", None), "stable": getattr(epc, "stable", None)}
+
+
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
@@ -124,10 +142,16 @@ def test_qe_jobs_get_the_fworker_category():
     from sc_inverse.execution import flow_to_fireworks
     from sc_inverse.qe.flows import ElectronPhononTcMaker
 
-    flow = ElectronPhononTcMaker(preset="test", relax=True).make(_al())
+    flow = ElectronPhononTcMaker(preset="test", relax=True, stability_gate=False).make(_al())
     wf = flow_to_fireworks(flow, categories={"qe scf": "bigmem"}, qe_category="qe")
     cats = {fw.name: fw.spec.get("_category") for fw in wf.fws}
     assert cats["qe scf"] == "bigmem" and cats["qe vc-relax"] == "qe" and cats["qe elph"] == "qe"
+    # with the stability gate: the gate and the gated EPC job (whose scf/elph jobs, born at run
+    # time, inherit its category) are QE jobs too
+    flow = ElectronPhononTcMaker(preset="test", relax=True, stability_gate=True).make(_al())
+    wf = flow_to_fireworks(flow, categories={"qe stability gate": "bigmem"}, qe_category="qe")
+    cats = {fw.name: fw.spec.get("_category") for fw in wf.fws}
+    assert cats == {"qe vc-relax": "qe", "qe stability gate": "bigmem", "qe epc": "qe"}
     wf = flow_to_fireworks(Flow([add_one(1.0)]))  # a non-QE job gets no category
     assert [fw.spec.get("_category") for fw in wf.fws] == [None]
 
@@ -211,6 +235,27 @@ def test_rlaunch_runs_dynamic_fan_out_with_category_and_store(fw_env):
 
     with get_job_store() as store:
         assert store.get_output(t.uuid) == 6.0  # 1 + 2 + 3, via the replaced outputs
+
+
+def test_gated_out_candidate_under_fireworks_still_reaches_the_finalize_job(fw_env):
+    """The gate stops bcc Zr's EPC without stop_children (which FireWorks turns into defused
+    children, leaving the finalize job waiting forever): every Firework completes and the
+    finalize stand-in (OnMissing.NONE, as the run's) receives the gate's document."""
+    from jobflow import JobConfig, OnMissing
+
+    from sc_inverse.qe.gate import QeGatedElphMaker
+
+    gate = recorded_gate("zr_bcc")
+    epc = QeGatedElphMaker().make(gate.output, None)
+    fin = report_epc(epc.output)
+    fin.config = JobConfig(on_missing_references=OnMissing.NONE)
+    _submit(fw_env, Flow([gate, epc, fin], name="gated"))
+    _rlaunch(fw_env)
+    assert _states(fw_env) == {"COMPLETED"}
+    from sc_inverse.stores import get_job_store
+
+    with get_job_store() as store:
+        assert store.get_output(fin.uuid) == {"calc_type": "stability-gate", "stable": False}
 
 
 def test_killed_rocket_relaunch_completes_without_duplicates(fw_env):

@@ -200,6 +200,11 @@ class ScInverseSettings(BaseSettings):
         "paper", description="QE preset (a name in sc_inverse.qe.sets.PRESETS) of `epc`, "
         "`submit epc` and the QE Makers."
     )
+    epc_stability_gate: bool = Field(
+        True, description="Run the DFT stability gate (scf + phonons at Γ and the zone boundary "
+        "of the q grid) before every electron-phonon run, and skip the EPC of a candidate it "
+        "finds unstable (unless --epc-unstable)."
+    )
 
     # --- machine learning ----------------------------------------------------------------
     device: str = Field("cpu", description="torch device for training/inference: cpu or cuda.")

@@ -72,3 +72,37 @@ def test_run_leaves_defaults_to_the_settings_and_hands_the_store_down(monkeypatc
     manifest = json.loads((seen["run_dir"] / "run.json").read_text())
     assert manifest["options"]["store"] == "mongo" and manifest["options"]["top_k"] is None
     assert manifest["flow_uuid"] and manifest["command"][0] == "sc-inverse"
+
+
+@pytest.mark.parametrize("command", [["epc"], ["run"], ["submit", "epc"],
+                                     ["submit", "inverse-design"]])
+def test_epc_unstable_flag_on_every_epc_command(command):
+    res = CliRunner().invoke(cli, [*command, "--help"])
+    assert res.exit_code == 0 and "--epc-unstable" in res.output and "stability gate" in res.output
+
+
+def test_run_hands_epc_unstable_to_the_flow(monkeypatch):
+    from sc_inverse.cli import run as run_module
+
+    seen = {}
+
+    def fake_flow(run_dir, *args, **kwargs):
+        seen.update(kwargs)
+        return Flow([], name="fake")
+
+    def fake_run(flow, store, root_dir, log):
+        (root_dir.parent / "funnel.json").write_text(json.dumps({"counts": {"generated": 0}}))
+        return {}
+
+    monkeypatch.setattr(run_module, "make_inverse_design_flow", fake_flow)
+    monkeypatch.setattr(run_module, "run_flow_locally", fake_run)
+    monkeypatch.setattr(run_module, "get_job_store", lambda settings: settings)
+    monkeypatch.setattr(run_module, "check_store", lambda settings: "store")
+    for argv, expected in ((["--epc-unstable"], True), ([], False)):
+        res = CliRunner().invoke(cli, ["run", "--run-name", f"x{expected}", *argv],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert seen["epc_unstable"] is expected
+        manifest = json.loads((get_settings().data_dir / "runs" / f"x{expected}" / "run.json")
+                              .read_text())
+        assert manifest["options"]["epc_unstable"] is expected

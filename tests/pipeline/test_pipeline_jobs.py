@@ -54,7 +54,7 @@ def test_dft_stage_fans_out_feasible_survivors_and_tags_qe_jobs(tmp_path):
                               "test", pseudo_dir=str(pseudo), qe_category="qe")
     jobs = list(iter_jobs(resp.replace))
     names = [j.name for j in jobs]
-    assert any(n.startswith("qe elph") for n in names) and "convex hull" in names
+    assert "qe stability gate" in names and "qe epc" in names and "convex hull" in names
     assert names[-1] == "finalize_run"
     qe_jobs = [j for j in jobs if j.name.startswith("qe ")]
     assert qe_jobs and all(j.config.manager_config.get("_category") == "qe" for j in qe_jobs)

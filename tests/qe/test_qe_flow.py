@@ -44,14 +44,16 @@ def _store():
 
 
 def test_flow_wiring(al_structure, fake_lib):
-    flow = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib)).make(al_structure)
+    """Without the stability gate (its wiring: tests/qe/test_gate.py) the flow is scf → elph."""
+    flow = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib),
+                                 stability_gate=False).make(al_structure)
     assert isinstance(flow, Flow) and [j.name for j in flow.jobs] == ["qe scf", "qe elph"]
     scf, elph = flow.jobs
     refs = [a for a in elph.function_args if isinstance(a, OutputReference)]
     assert refs and all(r.uuid == scf.uuid for r in refs)
     assert flow.output.uuid == elph.uuid
     relaxed = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib), relax=True,
-                                    fanout=True).make(al_structure)
+                                    fanout=True, stability_gate=False).make(al_structure)
     relax, scf2, elph2 = relaxed.jobs
     assert scf2.function_args[0].uuid == relax.uuid  # the relaxed structure goes to the scf
     assert elph2.maker.fanout and relax.name == "qe vc-relax"

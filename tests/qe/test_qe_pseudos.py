@@ -164,14 +164,17 @@ def test_fast_flow_relaxes_then_computes_on_the_standardised_cell(library):
     from sc_inverse.qe.flows import ElectronPhononTcMaker
 
     nb = Structure(Lattice.cubic(3.30), ["Nb", "Nb"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    relax, scf, elph = ElectronPhononTcMaker(preset="fast", pseudo_dir=str(library)).make(nb).jobs
+    relax, gate, epc = ElectronPhononTcMaker(preset="fast", pseudo_dir=str(library),
+                                             stability_gate=True).make(nb).jobs
     assert relax.name == "qe vc-relax" and relax.function.__self__.standardize
-    for j in (relax, scf, elph):  # cutoffs fixed once, for every job of the flow
-        p = j.function.__self__.preset
+    gated = epc.function.__self__  # creates scf → elph at run time when the gate allows
+    for p in (relax.function.__self__.preset, gate.function.__self__.preset,
+              gated.scf_maker.preset, gated.elph_maker.preset):  # cutoffs fixed once, for all
         assert (p.name, p.ecutwfc, p.ecutrho) == ("fast", 42.0, 364.0)
-    cell, length = scf.function_args[0], scf.function_kwargs["kpoint_length_A"]
-    assert cell.uuid == relax.uuid and cell.attributes[-1][1] == "structure_standardized"
-    assert length.uuid == relax.uuid and length.attributes[-1][1] == "kpoint_length_A"
+    for j, cell in ((gate, gate.function_args[0]), (epc, epc.function_args[1])):
+        length = j.function_kwargs["kpoint_length_A"]
+        assert cell.uuid == relax.uuid and cell.attributes[-1][1] == "structure_standardized"
+        assert length.uuid == relax.uuid and length.attributes[-1][1] == "kpoint_length_A"
     (library / "Nb.pbesol-spn-rrkjus_psl.1.0.0.UPF").write_text("")
     with pytest.raises(ParseError, match="Nb.pbesol-spn-rrkjus_psl.1.0.0.UPF: empty"):
         ElectronPhononTcMaker(preset="fast", pseudo_dir=str(library)).make(nb)

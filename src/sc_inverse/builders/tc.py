@@ -84,8 +84,25 @@ def _number(out: dict, field: str, required: bool = False) -> float | None:
     return float(v)
 
 
+#: calc_type of the stability gate's document (sc_inverse.qe.schemas.StabilityGateDoc)
+GATE_CALC_TYPE = "stability-gate"
+
+
+def _gate_electronic(gate: dict | None) -> dict[str, float | None]:
+    """Gap and DOS at E_F of the gate's scf (``electronic``; None while it has none)."""
+    el = (((gate or {}).get("output") or {}).get("scf") or {}).get("electronic") or {}
+    return {"gap_dft_eV": el.get("band_gap_eV"),
+            "dos_at_fermi_states_per_eV": el.get("dos_at_fermi_states_per_eV")}
+
+
 class TcBuilder(MaterialBuilder):
-    """Job outputs with ``output.calc_type == "elph"`` → ``superconductors``."""
+    """Job outputs with ``output.calc_type == "elph"`` → ``superconductors``.
+
+    The stability gate's documents (``"stability-gate"``) are read too: a material whose gate
+    stopped the EPC (``epc_allowed`` False) and that has no elph document gets a row
+    "dynamically unstable, no T_c" (``epc_run`` False, ``epc_skipped_reason``); with an elph
+    document the row is the elph's as before, plus the gate's DFT gap.
+    """
 
     light_properties = (*MaterialBuilder.light_properties,)
     target_indexes = (*MaterialBuilder.target_indexes, "formula", "tc_K", "lambda_",
@@ -98,7 +115,7 @@ class TcBuilder(MaterialBuilder):
         super().__init__(tasks, superconductors, chunk_size=chunk_size, blobs=blobs, **kwargs)
 
     def _source_criteria(self) -> dict:
-        return {"output.calc_type": "elph"}
+        return {"output.calc_type": {"$in": ["elph", GATE_CALC_TYPE]}}
 
     def before_build(self, material_ids: list[str]) -> None:
         """Re-use the space groups of the previous build of these materials (a re-run usually
@@ -115,7 +132,7 @@ class TcBuilder(MaterialBuilder):
             _SG_CACHE.setdefault((self.symprec, key), (d["spacegroup_symbol"], d["spacegroup_number"]))
 
     def kind(self, doc: dict) -> bool:
-        return (doc.get("output") or {}).get("calc_type") == "elph"
+        return (doc.get("output") or {}).get("calc_type") in ("elph", GATE_CALC_TYPE)
 
     def select(self, doc: dict) -> str | None:
         out = doc.get("output")
@@ -123,13 +140,59 @@ class TcBuilder(MaterialBuilder):
             return "no 'output' document"
         if out.get("structure") is None:
             return "field 'output.structure' is missing"
+        if out.get("calc_type") == GATE_CALC_TYPE:
+            return None if isinstance(out.get("epc_allowed"), bool) else \
+                "field 'output.epc_allowed' is missing"
         if out.get("lambda_") is None and out.get("tc_K") is None:
             return "fields 'output.lambda_' and 'output.tc_K' are missing"
         return None
 
     def build(self, mid: str, docs: list[dict], extra: Any) -> dict:
         docs = sorted(docs, key=lambda d: str(d.get("completed_at")))
-        best = docs[-1]
+        gates = [d for d in docs if d["output"].get("calc_type") == GATE_CALC_TYPE]
+        elph = [d for d in docs if d["output"].get("calc_type") == "elph"]
+        gate = gates[-1] if gates else None
+        if not elph:
+            if gate is None or gate["output"].get("epc_allowed"):
+                raise ValueError("the stability gate allowed the EPC run but there is no elph "
+                                 "document (not finished, or failed)")
+            return self._gated_out(gate, [str(d.get("uuid")) for d in docs])
+        return {**self._from_elph(elph[-1], docs), **_gate_electronic(gate)}
+
+    def _gated_out(self, gate: dict, task_ids: list[str]) -> dict:
+        """Row of a material the stability gate stopped: dynamically unstable, no T_c."""
+        out = gate["output"]
+        s = out["structure"]
+        sdict = s.as_dict() if isinstance(s, Structure) else s
+        info = structure_summary(sdict, self.symprec)
+        md = gate.get("metadata") or {}
+        predictions = {k: v for k, v in (md.get("predictions") or {}).items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        nulls = dict.fromkeys(("lambda_", "omega_log_K", "tc_K", "tc_allen_dynes_K",
+                               "tc_mcmillan_K", "mu_star", "selected_sigma_Ry", "selection_rule",
+                               "dos_ef_states_per_Ry"))
+        return {
+            **info, **nulls, "symprec": self.symprec,
+            "formula_pretty": out.get("formula_pretty") or info["formula"],
+            "structure": sdict,
+            "dynamically_stable": out.get("stable"),
+            "min_frequency_cm1": _number(out, "min_frequency_cm1"),
+            "energy_per_atom_eV": _number(out, "energy_per_atom_eV"),
+            "preset": (out.get("input") or {}).get("preset"),
+            "origin": md.get("origin") or "user",
+            "candidate_id": md.get("candidate_id"),
+            "ml_predictions": predictions,
+            "dft_minus_ml": {},
+            "epc_run": False,
+            "epc_skipped_reason": out.get("epc_skipped_reason"),
+            "task_id": gate.get("uuid"),
+            "task_ids": sorted(task_ids),
+            "completed_at": gate.get("completed_at"),
+            **_gate_electronic(gate),
+        }
+
+    def _from_elph(self, best: dict, docs: list[dict]) -> dict:
+        """Row of a material with an electron-phonon result (the latest elph document)."""
         out = best["output"]
         s = out["structure"]
         sdict = s.as_dict() if isinstance(s, Structure) else s
@@ -159,6 +222,8 @@ class TcBuilder(MaterialBuilder):
             "candidate_id": md.get("candidate_id"),
             "ml_predictions": predictions,
             "dft_minus_ml": {},
+            "epc_run": True,
+            "epc_skipped_reason": None,
             "task_id": best.get("uuid"),
             "task_ids": sorted(str(d.get("uuid")) for d in docs),
             "completed_at": best.get("completed_at"),

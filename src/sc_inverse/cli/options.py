@@ -64,6 +64,11 @@ category_option = click.option(
 run_name_option = click.option("--run-name", default=None,
                                help="Run folder name under <data_dir>/runs.")
 
+epc_unstable_option = click.option(
+    "--epc-unstable", is_flag=True,
+    help="Run the electron-phonon calculation even when the DFT stability gate (phonons at Γ "
+         "and the zone boundary, before the EPC) finds imaginary modes below the threshold.")
+
 #: options of the inverse-design flow, shared by ``run`` and ``submit inverse-design``
 INVERSE_DESIGN_OPTIONS = [
     click.option("--n", "n", type=int, default=None,
@@ -84,6 +89,7 @@ INVERSE_DESIGN_OPTIONS = [
                  help="Chemical space of the generator: 'auto' (elements the pseudopotential "
                       "library covers, so survivors can go to DFT), 'all', or e.g. 'Mg,B,C' "
                       f"({from_settings('run_elements')})."),
+    epc_unstable_option,
 ]
 
 

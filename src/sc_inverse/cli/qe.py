@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from sc_inverse.builders import query_results
-from sc_inverse.cli.options import preset_option, pseudo_dir_option
+from sc_inverse.cli.options import epc_unstable_option, preset_option, pseudo_dir_option
 from sc_inverse.cli.preflight import (
     EPC_PROGRAMS,
     check_output_dir,
@@ -58,13 +58,18 @@ def _fmt(value: float | None, spec: str) -> str:
               help="Save the task documents in the configured job store (settings.store).")
 @click.option("--force", is_flag=True,
               help=f"Run cells above the size limit ({MAX_EPC_ATOMS} atoms) anyway.")
+@epc_unstable_option
 def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, fresh, fanout,
-        relax, use_store, force):
+        relax, use_store, force, epc_unstable):
     """Electron-phonon λ, ω_log and T_c of STRUCTURE (pw.x input, CIF, POSCAR or record JSON).
 
     The material id (standardised structure + settings) names the run folder and the stored
     row: running the same structure again continues an interrupted run (ph.x from its first
     unfinished q-point) or reuses a finished one, and updates its row instead of adding one.
+
+    A stability gate (scf + phonons at Γ and the zone boundary of the q grid) runs before the
+    EPC; a structure with imaginary modes below the preset's threshold stops there (its modes
+    are written to --out) unless --epc-unstable. Setting: epc_stability_gate.
 
     Everything that could fail later is checked first (output paths, QE executables, the
     preset, the store, the structure and its size, pseudopotentials), so a mistake costs no
@@ -87,7 +92,7 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     flow, mid = make_epc_flow(
         structure, build=use_store, preset=preset_obj,
         pseudo_dir=str(Path(pseudo_dir).resolve()) if pseudo_dir else None,
-        pseudo_pattern=pseudo_pattern, fanout=fanout, relax=relax,
+        pseudo_pattern=pseudo_pattern, fanout=fanout, relax=relax, epc_unstable=epc_unstable,
     )
     folder = Path(workdir or Path(settings.data_dir) / "epc").resolve() / mid
     job_store = get_job_store(settings, quiet=True) if use_store else None
@@ -99,12 +104,15 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     result = {"material_id": mid, **epc_summary(done.doc)}
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
-    click.echo(
-        f"lambda = {_fmt(result['lambda'], '.4f')} at sigma = {result['selected_sigma_Ry']} Ry, "
-        f"omega_log = {_fmt(result['omega_log_K'], '.1f')} K, T_c(Allen-Dynes, "
-        f"mu*={result['mu_star']}) = {_fmt(result['tc_K'], '.2f')} K, dynamically stable: "
-        f"{result['dynamically_stable']} -> {out_file}"
-    )
+    if not result["epc_run"]:
+        click.echo(f"{result['epc_skipped_reason']} -> {out_file}")
+    else:
+        click.echo(
+            f"lambda = {_fmt(result['lambda'], '.4f')} at sigma = {result['selected_sigma_Ry']} Ry, "
+            f"omega_log = {_fmt(result['omega_log_K'], '.1f')} K, T_c(Allen-Dynes, "
+            f"mu*={result['mu_star']}) = {_fmt(result['tc_K'], '.2f')} K, dynamically stable: "
+            f"{result['dynamically_stable']} -> {out_file}"
+        )
     if job_store is not None:
         rows = query_results(job_store=job_store, material_ids=[mid])
         if not rows:

@@ -50,7 +50,7 @@ def print_run_results(dft_rows: list[dict], job_store) -> None:
               help=f"Results store ({from_settings('store')}).")
 @run_name_option
 def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file, keep_known, elements,
-        store, run_name) -> None:
+        epc_unstable, store, run_name) -> None:
     """Generate → screen → QE-validate → hull → builders, locally, then print the top results."""
     # --store picks the stores of this run only: the job store the flow writes to (and whose
     # collections its finalize job builds and the table below reads), never the environment
@@ -65,13 +65,13 @@ def run(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
     flow = make_inverse_design_flow(
         run_dir.root, n, top_k, preset, seed, optimize_tc, include,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, criteria_file=criteria_file,
-        keep_known=keep_known, elements=elements,
+        keep_known=keep_known, elements=elements, epc_unstable=epc_unstable,
     )
     write_manifest(run_dir, ["sc-inverse", *sys.argv[1:]], {
         "n": n, "top_k": top_k, "preset": preset, "seed": seed, "optimize_tc": optimize_tc,
         "include": str(include) if include else None, "criteria": str(criteria_file) if criteria_file else None,
-        "keep_known": keep_known, "elements": elements, "store": settings.store,
-        "runner": "run (local)"}, flow.uuid)
+        "keep_known": keep_known, "elements": elements, "epc_unstable": epc_unstable,
+        "store": settings.store, "runner": "run (local)"}, flow.uuid)
     job_store = get_job_store(settings)
     t0 = time.perf_counter()
     # log=False: jobflow's own handler would print every line a second time (cli.output)

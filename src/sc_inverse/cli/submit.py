@@ -11,6 +11,7 @@ from monty.serialization import loadfn
 
 from sc_inverse.cli.options import (
     category_option,
+    epc_unstable_option,
     inverse_design_options,
     launchpad_option,
     preset_option,
@@ -40,8 +41,9 @@ def submit() -> None:
 @launchpad_option
 @category_option
 @click.option("--force", is_flag=True, help=f"Submit cells above {MAX_EPC_ATOMS} atoms anyway.")
+@epc_unstable_option
 def submit_epc(structure_file, preset, pseudo_dir, pseudo_pattern, fanout, relax,
-               launchpad_file, category, force):
+               launchpad_file, category, force, epc_unstable):
     """The QE electron-phonon T_c flow of STRUCTURE (relax → scf → ph/q2r/matdyn → T_c →
     builders), tagged with its material id (structure + settings, as `epc` does)."""
     say(f"workflows -> {check_launchpad(launchpad_file)}")
@@ -49,7 +51,7 @@ def submit_epc(structure_file, preset, pseudo_dir, pseudo_pattern, fanout, relax
     check_epc_size(structure, force)
     flow, mid = make_epc_flow(
         structure, preset=preset, pseudo_dir=str(pseudo_dir.resolve()) if pseudo_dir else None,
-        pseudo_pattern=pseudo_pattern, fanout=fanout, relax=relax,
+        pseudo_pattern=pseudo_pattern, fanout=fanout, relax=relax, epc_unstable=epc_unstable,
     )
     ids = submit_flow(flow, launchpad_file, qe_category=category, name=f"epc {sid}")
     click.echo(f"submitted {len(ids)} fireworks for {sid}, material {mid} "
@@ -93,7 +95,8 @@ def submit_recover(expiration_secs, fizzled, launchpad_file):
 @category_option
 @run_name_option
 def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_dir, criteria_file,
-                          keep_known, elements, launchpad_file, category, run_name) -> None:
+                          keep_known, elements, epc_unstable, launchpad_file, category,
+                          run_name) -> None:
     """The whole inverse-design flow to the LaunchPad; QE jobs tagged for `qlaunch` workers.
 
     The run folder must live on a filesystem the workers share (SC_INVERSE_DATA_DIR).
@@ -108,12 +111,14 @@ def submit_inverse_design(n, top_k, preset, seed, optimize_tc, include, pseudo_d
         run_dir.root, n, top_k, preset, seed, optimize_tc, include,
         pseudo_dir=str(pseudo_dir) if pseudo_dir else None, qe_category=category,
         criteria_file=criteria_file, keep_known=keep_known, elements=elements,
+        epc_unstable=epc_unstable,
     )
     write_manifest(run_dir, ["sc-inverse", *sys.argv[1:]], {
         "n": n, "top_k": top_k, "preset": preset, "seed": seed, "optimize_tc": optimize_tc,
         "include": str(include) if include else None,
         "criteria": str(criteria_file) if criteria_file else None, "keep_known": keep_known,
-        "elements": elements, "qe_category": category, "runner": "FireWorks"}, flow.uuid)
+        "elements": elements, "epc_unstable": epc_unstable, "qe_category": category,
+        "runner": "FireWorks"}, flow.uuid)
     ids = submit_flow(flow, launchpad=launchpad_file, qe_category=category)
     click.echo(f"submitted {len(ids)} fireworks (run folder {run_dir.root}); "
                "QE jobs are added at run time by the DFT stage and inherit the QE category")

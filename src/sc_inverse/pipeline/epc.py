@@ -115,7 +115,11 @@ def make_epc_flow(structure: Structure, origin: str = "user", build: bool = True
                   **maker_kwargs) -> tuple[Flow, str]:
     """``(flow, material id)``: the :class:`ElectronPhononTcMaker` flow of ``structure``
     tagged with its material id, with stable uuids, ending (``build``) with the builders on
-    the store it runs with."""
+    the store it runs with.
+
+    ``epc_unstable``/``stability_gate`` (maker fields) are not part of the material id: a
+    re-run with ``epc_unstable=True`` reuses the relax and the gate, and its EPC job (named
+    ``qe epc (epc-unstable)``, so it has uuids of its own) runs the EPC."""
     structure = clean_structure(structure)
     mid = epc_identity(structure, maker_kwargs.get("preset"), maker_kwargs.get("pseudo_dir"),
                        maker_kwargs.get("pseudo_pattern"), maker_kwargs.get("relax"))
@@ -200,20 +204,55 @@ def run_epc_flow(flow: Flow, folder: Path, store: JobStore | None = None,
 def run_epc(structure: Structure, workdir: Path, store: JobStore | None = None,
             fresh: bool = False, build: bool | None = None, **maker_kwargs):
     """Make and run the EPC flow of ``structure`` in ``workdir/<material id>``; return its
-    ElphTaskDoc (:func:`run_epc_flow`). ``build`` (default: when a store is given) ends the
+    ElphTaskDoc, or the StabilityGateDoc when the stability gate stopped the EPC
+    (:func:`run_epc_flow`). ``build`` (default: when a store is given) ends the
     flow with the builders."""
     flow, mid = make_epc_flow(structure, build=store is not None if build is None else build,
                               **maker_kwargs)
     return run_epc_flow(flow, Path(workdir) / mid, store, fresh=fresh).doc
 
 
-def epc_summary(doc: Any) -> dict:
-    """The JSON ``sc-inverse epc`` writes: headline numbers, the per-smearing table, timings."""
-    d = doc if isinstance(doc, dict) else doc.model_dump()
+def gate_summary(d: dict) -> dict:
+    """The JSON ``sc-inverse epc`` writes for a structure the stability gate stopped: its
+    verdict, lowest mode, the unstable modes (q, frequency, displacement pattern) and timings."""
     structure = d.get("structure")
     if isinstance(structure, Structure):
         structure = structure.as_dict()
     return {
+        "formula": d.get("formula_pretty"),
+        "epc_run": False,
+        "epc_skipped_reason": d.get("epc_skipped_reason"),
+        "lambda": None,
+        "tc_K": None,
+        "dynamically_stable": d.get("stable"),
+        "stability_reason": d.get("reason"),
+        "min_frequency_cm1": d.get("min_frequency_cm1"),
+        "min_frequency_raw_cm1": d.get("min_frequency_raw_cm1"),
+        "softest_q_frac": d.get("softest_q_frac"),
+        "imaginary_threshold_cm1": d.get("threshold_cm1"),
+        "gate_qpoints_grid": d.get("qpoints_grid"),
+        "epc_qpoints_grid": d.get("epc_qpoints_grid"),
+        "unstable_modes": d.get("unstable_modes"),
+        "energy_eV": d.get("energy_eV"),
+        "cpu_time_s": d.get("cpu_time_s"),
+        "timings": d.get("timings"),
+        "qe_version": d.get("qe_version"),
+        "dir_name": d.get("dir_name"),
+        "structure": structure,
+    }
+
+
+def epc_summary(doc: Any) -> dict:
+    """The JSON ``sc-inverse epc`` writes: headline numbers, the per-smearing table, timings
+    (:func:`gate_summary` when the stability gate stopped the EPC)."""
+    d = doc if isinstance(doc, dict) else doc.model_dump()
+    if d.get("calc_type") == "stability-gate":
+        return gate_summary(d)
+    structure = d.get("structure")
+    if isinstance(structure, Structure):
+        structure = structure.as_dict()
+    return {
+        "epc_run": True,
         "formula": d.get("formula_pretty"),
         "lambda": d.get("lambda_"),
         "omega_log_K": d.get("omega_log_K"),

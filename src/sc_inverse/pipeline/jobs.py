@@ -5,8 +5,9 @@ generate (CDVAE, optional latent T_c optimisation, symmetry recovery)
   → screen (ALIGNN criteria, CHGNet pre-relaxation, triage, ranking)
   → :func:`dft_stage` (``Response(replace=...)``): for the top-K survivors that the
     pseudopotential library can run, QE elemental references + one :class:`ElectronPhononTcMaker`
-    flow and one convex-hull job per candidate; survivors lacking a pseudopotential are recorded
-    as skipped
+    flow (stability gate → EPC only when the gate allows) and one convex-hull job per candidate
+    (on the gate's scf, so a candidate stopped at the gate still gets its hull); survivors
+    lacking a pseudopotential are recorded as skipped
   → :func:`finalize_run`: ``dft.json`` + ``funnel.json`` in the run folder, then the builders
     on the flow's own job store into that store's ``superconductors``/``thermo`` collections.
 
@@ -39,8 +40,10 @@ from sc_inverse.pipeline.funnel import (
 )
 from sc_inverse.qe.categories import qe_category_rules
 from sc_inverse.qe.flows import ElectronPhononTcMaker
+from sc_inverse.qe.gate import QeStabilityGateMaker
 from sc_inverse.qe.jobs import QeScfMaker
 from sc_inverse.qe.pseudos import resolve_pseudopotentials
+from sc_inverse.qe.schemas import GATE_SKIP_NOTE
 from sc_inverse.qe.sets import QePreset, get_preset
 from sc_inverse.records import CandidateRecord, load_records
 from sc_inverse.runs import RunDir
@@ -139,16 +142,19 @@ def reference_flows(chosen: list[CandidateRecord], presets: dict[str, QePreset],
 
 
 def candidate_jobs(rec: CandidateRecord, preset: QePreset, pseudo_dir: str | None,
-                   pseudo_pattern: str | None, references: Flow | None) -> tuple[list, Any, Any, str]:
+                   pseudo_pattern: str | None, references: Flow | None,
+                   epc_unstable: bool = False) -> tuple[list, Any, Any, str, Any]:
     """One candidate's EPC flow (and hull job when ``references`` are computed), tagged with
     its material id (structure + settings, :func:`~sc_inverse.pipeline.epc.epc_identity`, so a
     structure found again is the same material) and its record id:
-    ``(jobs, epc output, hull output or None, material id)``."""
+    ``(jobs, epc output, hull output or None, material id, gate output or None)``."""
     structure = rec.get_structure()
     mid = epc_identity(structure, preset, pseudo_dir, pseudo_pattern)
     epc = ElectronPhononTcMaker(
         preset=preset, pseudo_dir=pseudo_dir, pseudo_pattern=pseudo_pattern,
+        epc_unstable=epc_unstable,
     ).make(structure)
+    gate = gate_output(epc)
     sym = rec.symmetry
     tag_candidate(
         epc, mid, origin=rec.origin, predictions=rec.predictions, record_id=rec.id,
@@ -156,12 +162,12 @@ def candidate_jobs(rec: CandidateRecord, preset: QePreset, pseudo_dir: str | Non
         spacegroup_after=sym.spacegroup_after if sym else None,
     )
     if references is None:
-        return [epc], epc.output, None, mid
+        return [epc], epc.output, None, mid, gate
     hull = ConvexHullMaker(use_store_references=False).make(
         task_doc=scf_output(epc), references=references.output, entry_id=rec.id
     )
     tag_candidate(hull, mid, origin=rec.origin, predictions=rec.predictions, record_id=rec.id)
-    return [epc, hull], epc.output, hull.output, mid
+    return [epc, hull], epc.output, hull.output, mid, gate
 
 
 @job
@@ -177,11 +183,13 @@ def dft_stage(
     started_at: float | None = None,
     collected_at: float | None = None,
     qe_category: str | None = None,
+    epc_unstable: bool = False,
 ) -> Response:
     """Choose the DFT set and replace this job by the QE + hull fan-out and a finalize job.
 
     ``qe_category``: FireWorks category put on the QE jobs created here (they are born at run
     time, after ``submit`` tagged the static jobs), so a cluster's QE worker picks them up.
+    ``epc_unstable``: run the EPC of candidates the stability gate finds unstable too.
     """
     out = ScreenOutput.model_validate(screen_output)
     records = out.records
@@ -197,18 +205,19 @@ def dft_stage(
                for r in chosen}
     refs = reference_flows(chosen, presets, preset, pseudo_dir, pseudo_pattern) if hull else {}
     jobs: list[Flow | Job] = list({id(f): f for f in refs.values()}.values())
-    epc_outputs, hull_outputs, material_ids = [], [], []
+    epc_outputs, hull_outputs, material_ids, gate_outputs = [], [], [], []
     for rec in chosen:
-        cand_jobs, epc_output, hull_output, mid = candidate_jobs(
-            rec, presets[rec.id], pseudo_dir, pseudo_pattern, refs.get(rec.id))
+        cand_jobs, epc_output, hull_output, mid, gate = candidate_jobs(
+            rec, presets[rec.id], pseudo_dir, pseudo_pattern, refs.get(rec.id), epc_unstable)
         jobs += cand_jobs
         epc_outputs.append(epc_output)
         hull_outputs.append(hull_output)
         material_ids.append(mid)
+        gate_outputs.append(gate)
     fin = finalize_job(
         run_dir, [r.id for r in chosen], epc_outputs, hull_outputs, skipped, build=build,
         timestamps={"start": started_at, "collected": collected_at, "screened": screened_at},
-        screen_summary=out.summary, material_ids=material_ids,
+        screen_summary=out.summary, material_ids=material_ids, gate_outputs=gate_outputs,
     )
     jobs.append(fin)
     replacement = Flow(jobs, output=fin.output, name="DFT validation")
@@ -217,12 +226,25 @@ def dft_stage(
     return Response(replace=replacement)
 
 
+def gate_output(epc_flow: Flow):
+    """Output of the EPC flow's stability-gate job (None when the flow has no gate)."""
+    for j in epc_flow.jobs:
+        if isinstance(getattr(j, "maker", None), QeStabilityGateMaker):
+            return j.output
+    return None
+
+
 def scf_output(epc_flow: Flow):
-    """Output of the EPC flow's scf job: the pw.x energy and inputs the hull compares.
+    """The scf document the hull compares: the stability gate's scf when the flow has a gate
+    (it always runs, also for a candidate the gate stops; normal k grid, the settings of the
+    EPC's phonon-grid scf), else the EPC flow's scf job.
 
     The elph document carries the scf energy too, but its ``input`` is ph.x's, so the hull's
     settings check (functional, cutoffs) must read the scf document.
     """
+    gate = gate_output(epc_flow)
+    if gate is not None:
+        return gate.scf
     for j in epc_flow.jobs:
         if isinstance(getattr(j, "maker", None), QeScfMaker):
             return j.output
@@ -235,10 +257,31 @@ def _dump(x: Any) -> dict | None:
     return x.model_dump() if hasattr(x, "model_dump") else dict(x)
 
 
+def _electronic(scf: Any) -> dict[str, float | None]:
+    """DFT gap and DOS at E_F of an scf document's ``electronic`` summary (the field the
+    electronic-structure work adds to PwTaskDoc; None while a document has none)."""
+    el = scf.get("electronic") if isinstance(scf, dict) else getattr(scf, "electronic", None)
+    el = _dump(el) if el is not None and not isinstance(el, dict) else el
+    return {"gap_dft_eV": (el or {}).get("band_gap_eV"),
+            "dos_at_fermi_states_per_eV": (el or {}).get("dos_at_fermi_states_per_eV")}
+
+
+def _gate_fields(gate: dict) -> dict[str, Any]:
+    """Row fields of the stability gate: its verdict, lowest mode and why, and the scf's gap."""
+    return {"gate_stable": gate.get("stable"),
+            "gate_min_frequency_cm1": gate.get("min_frequency_cm1"),
+            "gate_reason": gate.get("reason"),
+            **_electronic(gate.get("scf") or {})}
+
+
 def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict | None,
-            mid: str | None = None) -> dict:
+            mid: str | None = None, gate: dict | None = None) -> dict:
     """One Table-1 row: DFT T_c quantities, hull energies and the symmetry of the candidate
-    (``mid``: its material id in the ``superconductors``/``thermo`` collections)."""
+    (``mid``: its material id in the ``superconductors``/``thermo`` collections).
+
+    ``gate``: the stability gate's document (verdict, gap). A candidate the gate stopped has
+    the gate's document as its EPC output: dynamically unstable, no T_c, and a note saying why
+    the EPC did not run (its hull is still there)."""
     sym = rec.symmetry if rec else None
     row: dict[str, Any] = {
         "id": rid,
@@ -248,12 +291,26 @@ def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict 
         "spacegroup_after": sym.spacegroup_after if sym else None,
         "ml_tc_K": rec.predictions.get("tc_K") if rec else None,
     }
+    if epc is not None and epc.get("calc_type") == "stability-gate":
+        gate = epc
+    if gate:
+        row.update(_gate_fields(gate))
     if epc is None:
         row["note"] = "DFT failed (see the job store / run folder for the error)"
-        return row
-    row.update({k: epc.get(k) for k in ("lambda_", "omega_log_K", "tc_K", "tc_mcmillan_K",
-                                        "dynamically_stable", "min_frequency_cm1", "dir_name")})
-    row["formula"] = epc.get("formula_pretty") or row["formula"]
+    elif epc.get("calc_type") == "stability-gate":
+        row.update({"lambda_": None, "omega_log_K": None, "tc_K": None, "tc_mcmillan_K": None,
+                    "dynamically_stable": epc.get("stable"),
+                    "min_frequency_cm1": epc.get("min_frequency_cm1"),
+                    "dir_name": epc.get("dir_name"), "epc_run": False,
+                    "note": f"{GATE_SKIP_NOTE}: lowest mode {epc.get('min_frequency_cm1'):.1f} "
+                            f"cm⁻¹ at q = {epc.get('softest_q_frac')} (reciprocal-lattice units)"})
+        row["formula"] = epc.get("formula_pretty") or row["formula"]
+    else:
+        row.update({k: epc.get(k) for k in ("lambda_", "omega_log_K", "tc_K", "tc_mcmillan_K",
+                                            "dynamically_stable", "min_frequency_cm1",
+                                            "dir_name")})
+        row["epc_run"] = True
+        row["formula"] = epc.get("formula_pretty") or row["formula"]
     if hull:
         row["e_form_eV_per_atom"] = hull.get("e_form_eV_per_atom")
         row["e_above_hull_eV_per_atom"] = hull.get("e_above_hull_eV_per_atom")
@@ -272,6 +329,7 @@ def finalize_run(
     timestamps: dict | None = None,
     screen_summary: dict | None = None,
     material_ids: list[str] | None = None,
+    gate_outputs: list | None = None,
 ) -> dict:
     """Write ``dft.json`` and ``funnel.json``, then run the builders on this job's store.
 
@@ -288,8 +346,9 @@ def finalize_run(
     screened = {r.id: r for r in load_records(run.screened)}
     generated = load_records(run.candidates)
     mids = material_ids or [None] * len(ids)
-    rows = [dft_row(screened.get(i), i, _dump(e), _dump(h), m)
-            for i, e, h, m in zip(ids, epc_outputs, hull_outputs, mids, strict=True)]
+    gates = gate_outputs or [None] * len(ids)
+    rows = [dft_row(screened.get(i), i, _dump(e), _dump(h), m, _dump(g))
+            for i, e, h, m, g in zip(ids, epc_outputs, hull_outputs, mids, gates, strict=True)]
     rows += skipped
     gap = dft_gap_criterion(rows, screen_summary)  # adds each row's gap_verdict
     run.write_json(run.dft, rows)

@@ -46,6 +46,7 @@ class InverseDesignMaker(Maker):
     screen_maker: ScreenCandidatesMaker = field(default_factory=ScreenCandidatesMaker)
     extra_records: list[dict] = field(default_factory=list)
     qe_category: str | None = None
+    epc_unstable: bool = False  # run the EPC of candidates the stability gate finds unstable
 
     def make(self, run_dir: str | Path) -> Flow:
         settings = get_settings()
@@ -66,6 +67,7 @@ class InverseDesignMaker(Maker):
             self.preset or settings.run_qe_preset, pseudo_dir, self.pseudo_pattern,
             hull=self.hull, build=self.build, started_at=started,
             collected_at=collect.output["completed_at"], qe_category=self.qe_category,
+            epc_unstable=self.epc_unstable,
         )
         return Flow([gen, collect, screen, dft], output=dft.output, name=self.name)
 
@@ -84,6 +86,7 @@ def make_inverse_design_flow(
     criteria_file: Path | None = None,
     keep_known: bool = False,
     elements: str | Sequence[str] | None = None,
+    epc_unstable: bool = False,
 ) -> Flow:
     """The flow ``run`` and ``submit inverse-design`` build from their options.
 
@@ -104,5 +107,5 @@ def make_inverse_design_flow(
         generate_maker=GenerateCandidatesMaker(optimize_tc=optimize_tc, elements=space),
         screen_maker=ScreenCandidatesMaker(relax=relax, criteria=criteria, exclude_known=not keep_known,
                                            screen_kwargs={"progress": True}),
-        extra_records=extra, qe_category=qe_category,
+        extra_records=extra, qe_category=qe_category, epc_unstable=epc_unstable,
     ).make(run_dir)

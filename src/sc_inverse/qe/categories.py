@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from sc_inverse.qe.gate import QeGatedElphMaker, QeStabilityGateMaker
 from sc_inverse.qe.jobs import (
     QeElphMaker,
     QeElphMergeMaker,
@@ -14,9 +15,10 @@ from sc_inverse.qe.jobs import (
 #: FireWorks category of Quantum ESPRESSO jobs (matches ``category`` in my_fworker.yaml).
 QE_CATEGORY = "qe"
 
-#: every Maker whose job runs a QE executable
+#: every Maker whose job runs a QE executable, and the gated EPC job (it creates the scf/elph
+#: jobs at run time, which inherit its category through jobflow's pass_manager_config)
 QE_MAKERS: tuple[type, ...] = (QeRelaxMaker, QeScfMaker, QeElphMaker, QeQPointMaker,
-                               QeElphMergeMaker)
+                               QeElphMergeMaker, QeStabilityGateMaker, QeGatedElphMaker)
 
 
 def qe_category_rules(category: str | None = QE_CATEGORY) -> dict[type, str]:

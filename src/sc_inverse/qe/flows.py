@@ -1,5 +1,6 @@
-"""The electron-phonon T_c flow: (vc-relax → standardised primitive cell →) scf(la2F) → ph.x EPC
-→ q2r → matdyn → T_c."""
+"""The electron-phonon T_c flow: (vc-relax → standardised primitive cell →) stability gate (scf +
+phonons at Γ and the zone boundary) → [only when the gate allows] scf(la2F) → ph.x EPC → q2r →
+matdyn → T_c."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
+from sc_inverse.qe.gate import QeGatedElphMaker, QeStabilityGateMaker
 from sc_inverse.qe.jobs import QeElphMaker, QeRelaxMaker, QeScfMaker
 from sc_inverse.qe.pseudos import resolve_pseudopotentials
 from sc_inverse.qe.sets import QePreset, clean_structure, get_preset
+from sc_inverse.settings import get_settings
 
 
 @dataclass
@@ -25,6 +28,13 @@ class ElectronPhononTcMaker(Maker):
     resolve_cutoffs`). ``relax=None`` follows the preset; after a vc-relax the later jobs run on
     the standardised primitive cell of the relaxed structure, with the k grid made from the
     relax's k-point length for that cell (or the fixed grid).
+
+    ``stability_gate`` (None: ``settings.epc_stability_gate``): a phonons-only check
+    (:mod:`sc_inverse.qe.gate`) runs first, and the scf(la2F) → elph jobs are created only when
+    it finds no imaginary mode below the preset's threshold, or when ``epc_unstable``. The
+    flow's output is then the elph document, or the gate's
+    :class:`~sc_inverse.qe.schemas.StabilityGateDoc` (``calc_type`` 'stability-gate') for a
+    candidate stopped at the gate. The EPC jobs' inputs are the same with or without the gate.
     """
 
     name: str = "electron-phonon Tc"
@@ -39,6 +49,9 @@ class ElectronPhononTcMaker(Maker):
     elph_maker: QeElphMaker | None = None
     max_seconds: float | None = None
     walltime_s: float | None = None
+    stability_gate: bool | None = None  # None: settings.epc_stability_gate
+    epc_unstable: bool = False
+    gate_maker: QeStabilityGateMaker | None = None
 
     def make(self, structure: Structure) -> Flow:
         structure = clean_structure(structure)
@@ -65,6 +78,16 @@ class ElectronPhononTcMaker(Maker):
                 length = relax.output.input.kpoint_length_A  # the cell may have changed
             else:
                 kgrid = relax.output.input.kpoints_grid
+        gated = get_settings().epc_stability_gate if self.stability_gate is None else self.stability_gate
+        if gated:
+            gate = (self.gate_maker or QeStabilityGateMaker(**common, epc_unstable=self.epc_unstable)
+                    ).make(structure, kpoints_grid=kgrid, kpoint_length_A=length)
+            epc = QeGatedElphMaker(
+                name="qe epc (epc-unstable)" if self.epc_unstable else "qe epc",
+                scf_maker=scf_maker, elph_maker=elph_maker, epc_unstable=self.epc_unstable,
+            ).make(gate.output, structure, kpoints_grid=kgrid, kpoint_length_A=length)
+            jobs += [gate, epc]
+            return Flow(jobs, output=epc.output, name=f"{self.name} {formula}")
         scf = scf_maker.make(structure, kpoints_grid=kgrid, kpoint_length_A=length)
         jobs.append(scf)
         elph = elph_maker.make(

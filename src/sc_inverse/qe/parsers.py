@@ -586,3 +586,70 @@ def parse_lambda_dat(path: str | Path) -> list[dict[str, float]]:
     if not rows:
         raise ParseError(f"{path}: no lambda.x rows")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# stability gate: matdyn.x displacement patterns, CPU times
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class MatdynModes:
+    """matdyn's ``flvec`` file: per q point (cartesian, 2π/alat) its modes' frequencies (cm⁻¹)
+    and displacement patterns (n_atoms × 3 complex, cartesian; eigenvector / √mass, normalised)."""
+
+    path: str
+    qpoints_2pi_alat: list[list[float]]
+    frequencies_cm1: list[list[float]]
+    displacements: list[list[np.ndarray]]  # [q][mode] -> (n_atoms, 3) complex
+
+
+_MODE_FREQ = re.compile(r"freq \(\s*\d+\)\s*=\s*(" + _NUM + r")\s*\[THz\]\s*=\s*(" + _NUM + r")\s*\[cm-1\]")
+_MODE_ROW = re.compile(r"^\s*\((.*)\)\s*$")
+
+
+def parse_matdyn_modes(path: str | Path) -> MatdynModes:
+    """matdyn.x's ``flvec`` (``matdyn.modes``) file: blocks ``q = x y z``, then per mode a
+    ``freq (i) = … [THz] = … [cm-1]`` line and one ``( re im re im re im )`` line per atom."""
+    text = _read(path)
+    blocks = re.split(r"^\s*q =", text, flags=re.M)[1:]
+    if not blocks:
+        raise ParseError(f"{path}: no 'q =' block (not a matdyn modes file)")
+    qs, freqs, disps = [], [], []
+    for block in blocks:
+        lines = block.splitlines()
+        try:
+            qs.append([_f(x) for x in lines[0].split()[:3]])
+        except (IndexError, ValueError) as exc:
+            raise ParseError(f"{path}: malformed q line {lines[0]!r}") from exc
+        q_freqs: list[float] = []
+        q_disps: list[list[list[complex]]] = []
+        for line in lines[1:]:
+            m = _MODE_FREQ.search(line)
+            if m:
+                q_freqs.append(_f(m.group(2)))
+                q_disps.append([])
+                continue
+            row = _MODE_ROW.match(line)
+            if row and q_disps:
+                values = [_f(x) for x in row.group(1).split()]
+                if len(values) != 6:
+                    raise ParseError(f"{path}: displacement line {line!r} has {len(values)} numbers")
+                q_disps[-1].append([complex(values[i], values[i + 1]) for i in (0, 2, 4)])
+        n_atoms = {len(d) for d in q_disps}
+        if not q_freqs or len(n_atoms) != 1 or 0 in n_atoms or len(q_freqs) != 3 * n_atoms.pop():
+            raise ParseError(f"{path}: q point {qs[-1]} has {len(q_freqs)} modes with unequal or "
+                             "missing displacement rows (truncated?)")
+        freqs.append(q_freqs)
+        disps.append([np.array(d, dtype=complex) for d in q_disps])
+    return MatdynModes(str(path), qs, freqs, disps)
+
+
+def parse_cpu_time(text: str, program: str) -> float | None:
+    """CPU seconds of the final ``PROGRAM : 1m23.45s CPU 1h 2m WALL`` line (None when absent)."""
+    matches = re.findall(rf"{program}\s*:\s*(.*?)\s*CPU\s", text)
+    if not matches:
+        return None
+    raw = matches[-1].replace(" ", "")
+    parts = re.findall(r"(\d+\.?\d*)([hms])", raw)
+    if not parts:
+        return None
+    return sum(float(v) * {"h": 3600.0, "m": 60.0, "s": 1.0}[u] for v, u in parts)

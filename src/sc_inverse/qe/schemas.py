@@ -21,6 +21,7 @@ jobs can route them to jobflow's additional store named ``"data"`` (atomate2 con
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,12 +39,14 @@ from sc_inverse.qe.parsers import (
     ElphQ,
     MatdynFrequencies,
     parse_a2f_dos,
+    parse_cpu_time,
     parse_dyn0,
     parse_dyn_file,
     parse_elph_lambda_file,
     parse_lambda_dat,
     parse_matdyn_frequencies,
     parse_matdyn_lambda,
+    parse_matdyn_modes,
     parse_ph_output,
     parse_phonon_dos,
     parse_pw_output,
@@ -56,12 +59,13 @@ from sc_inverse.qe.sets import (
     PHONON_DOS,
     PREFIX,
     QGRID_FREQ,
+    QGRID_MODES,
     QePreset,
     parse_fortran_value,
     read_namelist,
 )
-from sc_inverse.qe.stability import assess_stability
-from sc_inverse.units import RY_TO_CM1, RY_TO_EV
+from sc_inverse.qe.stability import N_ACOUSTIC, assess_stability, is_gamma
+from sc_inverse.units import BOHR_TO_A, RY_TO_CM1, RY_TO_EV
 
 #: Fields of :class:`ElphTaskDoc` that hold large arrays; jobs send them to the "data" store.
 ELPH_DATA_FIELDS: tuple[str, ...] = ("a2f",)
@@ -260,6 +264,169 @@ class PwTaskDoc(QeTaskDocBase):
             prefix=prefix,
             electronic=electronic_from_outdir(outdir, prefix or "pwscf"),  # pw.x's default prefix
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# stability gate (issue 11): phonons only, before the electron-phonon run
+# ---------------------------------------------------------------------------------------------
+class GateMode(BaseModel):
+    """One unstable phonon mode seen by the stability gate, in the form a soft-mode rescue
+    needs: where (``q_frac``) and how the atoms move (``displacements_*``)."""
+
+    q_frac: list[float] = Field(
+        description="q in reduced coordinates of the checked structure's reciprocal lattice "
+                    "(e.g. [0.5, 0, 0]); the checked structure is StabilityGateDoc.structure.")
+    q_cart_2pi_alat: list[float] = Field(description="q as matdyn prints it (cartesian, 2π/alat).")
+    frequency_cm1: float = Field(description="ASR-corrected frequency; negative = imaginary.")
+    displacements_re: list[list[float]] = Field(
+        description="Real part of the displacement pattern (n_sites × 3, cartesian; eigenvector "
+                    "/ √mass, normalised to 1 over the cell as matdyn writes it).")
+    displacements_im: list[list[float]] = Field(description="Imaginary part, same layout.")
+
+
+class GateQPoint(BaseModel):
+    """ASR-corrected frequencies at one irreducible q point of the gate's grid."""
+
+    q_frac: list[float]
+    q_cart_2pi_alat: list[float]
+    frequencies_cm1: list[float]
+
+
+class StabilityGateDoc(QeTaskDocBase):
+    """The DFT stability gate: scf on the normal k grid, then phonons only (ph.x, no EPC) at Γ
+    and the zone-boundary points of the EPC q grid, q2r.x + matdyn.x with the acoustic sum rule,
+    verdict by :func:`~sc_inverse.qe.stability.assess_stability` on those q points only (no
+    interpolated mesh: from a ≤ 2³ grid it is noise). ``epc_allowed`` decides whether the
+    electron-phonon run starts."""
+
+    stable: bool | None = Field(None, description="None: no mode to judge (Γ-only grid, 1 atom).")
+    threshold_cm1: float = DEFAULT_IMAGINARY_THRESHOLD_CM1
+    min_frequency_cm1: float | None = Field(
+        None, description="Lowest ASR-corrected mode on the gate's q points (acoustic at Γ left out).")
+    min_frequency_raw_cm1: float | None = Field(
+        None, description="Lowest mode of ph.x's own dynamical matrices (no sum rule); not judged.")
+    softest_q_frac: list[float] | None = None
+    qpoints_grid: list[int] = Field(description="The gate's ph.x grid: min(2, n) of the EPC q grid.")
+    epc_qpoints_grid: list[int] | None = Field(None, description="The EPC q grid it was made from.")
+    qpoints: list[GateQPoint] = Field(default_factory=list)
+    unstable_modes: list[GateMode] = Field(default_factory=list)
+    reason: str = ""
+    epc_allowed: bool = Field(description="True when stable (or undecided), or forced by epc_unstable.")
+    epc_unstable: bool = Field(False, description="The user asked for the EPC run even if unstable.")
+    scf: PwTaskDoc = Field(description="The gate's scf (normal k grid, no la2F): hull energy, gap.")
+    cpu_time_s: float | None = Field(None, description="CPU seconds of pw.x + ph.x (q2r/matdyn "
+                                                       "negligible), from their outputs.")
+    energy_eV: float | None = None
+    energy_per_atom_eV: float | None = None
+
+    epc_skipped_reason: str | None = Field(
+        None, description="Why the electron-phonon run did not start (None when it may).")
+
+    @classmethod
+    def from_directory(
+        cls,
+        dir_name: str | Path,
+        preset: QePreset,
+        structure: Structure,
+        scf: PwTaskDoc,
+        epc_qpoints_grid: Sequence[int] | None = None,
+        epc_unstable: bool = False,
+        task_label: str = "",
+        timings: Sequence[RunTiming] = (),
+        corrections: Sequence[QeCorrection] = (),
+    ) -> StabilityGateDoc:
+        """The gate's verdict from ``dir_name``: ``dyn0..N`` (ph.x), ``qgrid.freq`` and
+        ``qgrid.modes`` (matdyn.x, ASR) and the CPU times of ``scf.out``/``ph.out``.
+
+        ``structure`` is the checked cell (q is converted to its reduced coordinates with the
+        alat pw.x printed: with ibrav = 0 it is the length of the first lattice vector);
+        ``scf`` its scf document; the threshold is the preset's."""
+        directory = Path(dir_name)
+        grid, irreducible = parse_dyn0(directory / f"{FILDYN}0")
+        raw = min(min(parse_dyn_file(directory / f"{FILDYN}{i}").frequencies_cm1)
+                  for i in range(1, len(irreducible) + 1))
+        qgrid = parse_matdyn_frequencies(directory / QGRID_FREQ)
+        empty_mesh = MatdynFrequencies(str(directory / "no-mesh"), [], [])
+        threshold = preset.imaginary_threshold_cm1
+        verdict = assess_stability(raw, qgrid, empty_mesh, threshold)
+        alat_A = pw_alat_A(directory / "scf.out")
+        modes = parse_matdyn_modes(directory / QGRID_MODES)
+        # q from dyn0 (12 digits; the modes file prints 4), after checking the files agree
+        if len(modes.qpoints_2pi_alat) != len(irreducible) or not np.allclose(
+                modes.qpoints_2pi_alat, irreducible, atol=2e-4):
+            raise ParseError(f"{directory / QGRID_MODES}: q points differ from ph.x's dyn0 list")
+        qpoints, unstable = [], []
+        for q, freqs, disps in zip(irreducible, modes.frequencies_cm1, modes.displacements,
+                                   strict=True):
+            q_frac = q_frac_from_cartesian(q, structure, alat_A)
+            qpoints.append(GateQPoint(q_frac=q_frac, q_cart_2pi_alat=q, frequencies_cm1=freqs))
+            judged = sorted(range(len(freqs)), key=freqs.__getitem__)
+            if is_gamma(q):
+                judged = judged[N_ACOUSTIC:]
+            unstable += [GateMode(q_frac=q_frac, q_cart_2pi_alat=q, frequency_cm1=freqs[i],
+                                  displacements_re=disps[i].real.tolist(),
+                                  displacements_im=disps[i].imag.tolist())
+                         for i in judged if freqs[i] < threshold]
+        softest = verdict.qgrid
+        allowed = verdict.stable is not False or epc_unstable
+        skipped = None if allowed else f"{GATE_SKIP_NOTE}: {verdict.reason}"
+        cpu = [parse_cpu_time(_read_text(directory / f), prog)
+               for f, prog in (("scf.out", "PWSCF"), ("ph.out", "PHONON"))]
+        return cls(
+            task_label=task_label,
+            calc_type="stability-gate",
+            dir_name=str(directory),
+            qe_version=scf.qe_version,
+            **_structure_fields(structure),
+            input=_ph_input_summary(directory, preset.name, kpoints_grid=scf.input.kpoints_grid,
+                                    qpoints_grid=list(grid)),
+            **_run_fields(timings, corrections),
+            stable=verdict.stable,
+            threshold_cm1=threshold,
+            min_frequency_cm1=softest.frequency_cm1 if softest else None,
+            min_frequency_raw_cm1=raw,
+            softest_q_frac=(q_frac_from_cartesian(softest.q_2pi_alat, structure, alat_A)
+                            if softest else None),
+            qpoints_grid=list(grid),
+            epc_qpoints_grid=list(epc_qpoints_grid) if epc_qpoints_grid is not None else None,
+            qpoints=qpoints,
+            unstable_modes=unstable,
+            reason=verdict.reason.replace("the q grid", "the gate's q grid", 1),
+            epc_allowed=allowed,
+            epc_unstable=epc_unstable,
+            epc_skipped_reason=skipped,
+            scf=scf,
+            cpu_time_s=sum(c for c in cpu if c is not None) if any(c is not None for c in cpu)
+            else None,
+            energy_eV=scf.energy_eV,
+            energy_per_atom_eV=scf.energy_per_atom_eV,
+        )
+
+
+#: what a row says for a candidate the gate stopped
+GATE_SKIP_NOTE = "EPC not run (unstable at the gate; --epc-unstable runs it)"
+
+
+def pw_alat_A(path: Path) -> float:
+    """pw.x's ``lattice parameter (alat)`` (Å): the unit of ph.x's and matdyn's q (2π/alat)."""
+    m = re.search(r"lattice parameter \(alat\)\s*=\s*([-+.\dEeDd]+)\s*a\.u\.", _read_text(path))
+    if not m:
+        raise ParseError(f"{path}: no 'lattice parameter (alat)' line")
+    return float(m.group(1).replace("D", "E").replace("d", "e")) * BOHR_TO_A
+
+
+def q_frac_from_cartesian(q_2pi_alat: Sequence[float], structure: Structure,
+                          alat_A: float) -> list[float]:
+    """q (cartesian, 2π/alat) → reduced coordinates of ``structure``'s reciprocal lattice:
+    q_frac_i = q · a_i / alat (a_i the real-space lattice vectors in Å), rounded to 1e-6."""
+    frac = structure.lattice.matrix @ np.asarray(q_2pi_alat, dtype=float) / alat_A
+    return [round(float(x), 6) + 0.0 for x in frac]
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise ParseError(f"{path}: output file not found")
+    return path.read_text(errors="replace")
 
 
 def null_non_finite(model: BaseModel) -> BaseModel:
@@ -785,6 +952,9 @@ __all__ = [
     "DEFAULT_IMAGINARY_THRESHOLD_CM1",
     "ELPH_DATA_FIELDS",
     "ElphTaskDoc",
+    "GATE_SKIP_NOTE",
+    "GateMode",
+    "GateQPoint",
     "PhElphData",
     "PwTaskDoc",
     "QPointPhonons",
@@ -794,4 +964,5 @@ __all__ = [
     "QeTaskDocBase",
     "RunTiming",
     "SmearingRow",
+    "StabilityGateDoc",
 ]

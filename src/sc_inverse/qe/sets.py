@@ -39,6 +39,7 @@ FLFRC = f"{PREFIX}.fc"  # q2r.x force constants
 PHONON_DOS = "phonon.dos"  # matdyn.x phonon DOS
 MESH_FREQ = "qe.freq"  # matdyn.x frequencies on the irreducible points of its DOS mesh
 QGRID_FREQ = "qgrid.freq"  # matdyn.x frequencies on ph.x's irreducible q points
+QGRID_MODES = "qgrid.modes"  # matdyn.x displacement patterns there (stability gate only)
 
 #: Acoustic sum rule matdyn.x imposes on the force constants (both runs). 'crystal' is QE's
 #: optimal correction (the smallest change of all force constants that restores translational
@@ -442,12 +443,14 @@ class PhInputGenerator(InputGenerator):
     """ph.x electron-phonon input: ``ldisp`` on the q grid, ``electron_phonon='interpolated'``.
 
     ``start_q``/``last_q`` select irreducible q-points (fan-out: the run of q-point 1 writes
-    ``fildyn0``, the list the other q jobs are made from).
+    ``fildyn0``, the list the other q jobs are made from). ``electron_phonon=False``: phonons
+    only (the stability gate): no EPC keywords and no dvscf file.
     """
 
     preset: QePreset = TEST
     fildyn: str = FILDYN
     fildvscf: str = "dvscf"
+    electron_phonon: bool = True
 
     def get_input_set(  # type: ignore[override]
         self,
@@ -478,8 +481,12 @@ class PhInputGenerator(InputGenerator):
             "last_q": last_q,
             "max_seconds": float(max_seconds) if max_seconds else None,
         }
+        if not self.electron_phonon:
+            for key in ("fildvscf", "electron_phonon", "el_ph_sigma", "el_ph_nsigma"):
+                params[key] = None  # format_namelist leaves None out
         params.update(user_params or {})
-        text = "electron-phonon (sc-inverse)\n" + format_namelist("inputph", params)
+        title = "electron-phonon" if self.electron_phonon else "phonons"
+        text = f"{title} (sc-inverse)\n" + format_namelist("inputph", params)
         return PhInputSet(inputs={PhInputSet.filename: text})
 
 
@@ -494,10 +501,11 @@ class Q2rInputGenerator(InputGenerator):
     fildyn: str = FILDYN
     flfrc: str = FLFRC
     el_ph_nsigma: int = 10
+    la2f: bool = True  # False: force constants only (a phonons-only ph.x run, the gate)
 
     def get_input_set(self) -> Q2rInputSet:  # type: ignore[override]
-        params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": True,
-                  "el_ph_nsigma": self.el_ph_nsigma}
+        params = {"fildyn": self.fildyn, "flfrc": self.flfrc, "zasr": "simple", "la2F": self.la2f,
+                  "el_ph_nsigma": self.el_ph_nsigma if self.la2f else None}
         return Q2rInputSet(inputs={Q2rInputSet.filename: format_namelist("input", params)})
 
 
@@ -533,12 +541,17 @@ class MatdynQpointsInputSet(QeInputSet):
 class MatdynQpointsInputGenerator(InputGenerator):
     """matdyn.x frequencies at an explicit q list (ph.x's irreducible q points, cartesian
     2π/alat as in ``fildyn0``) with the acoustic sum rule imposed: the q-grid phonons the
-    stability verdict reads (on grid points the interpolation returns ph.x's matrices)."""
+    stability verdict reads (on grid points the interpolation returns ph.x's matrices).
+
+    ``flvec``: file of the displacement patterns (eigenvectors / √mass, normalised) at those
+    points; blank writes none (the EPC flow), the stability gate keeps them
+    (:data:`QGRID_MODES`)."""
 
     flfrc: str = FLFRC
+    flvec: str = " "
 
     def get_input_set(self, qpoints: Sequence[Sequence[float]]) -> MatdynQpointsInputSet:  # type: ignore[override]
-        params = {"asr": MATDYN_ASR, "flfrc": self.flfrc, "flfrq": QGRID_FREQ, "flvec": " ",
+        params = {"asr": MATDYN_ASR, "flfrc": self.flfrc, "flfrq": QGRID_FREQ, "flvec": self.flvec,
                   "dos": False}
         lines = [f"{len(qpoints)}"] + [f"{q[0]:.12f} {q[1]:.12f} {q[2]:.12f}" for q in qpoints]
         text = format_namelist("input", params) + "\n".join(lines) + "\n"
