@@ -36,7 +36,8 @@ class ElectronPhononTcMaker(Maker):
     :class:`~sc_inverse.qe.schemas.StabilityGateDoc` (``calc_type`` 'stability-gate') for a
     candidate stopped at the gate. ``reuse_gate_phonons``: when the gate's q grid is the EPC
     q grid, the EPC's ph.x reads the gate's phonons (``trans=.false.``) instead of computing
-    them again (λ, ω_log, T_c equal to 1e-5 relative, docs/validation.md); otherwise the EPC
+    them again (off by default: λ moves by up to 0.5 % at small σ, which flipped the σ rule on
+    bcc Nb, docs/validation.md); otherwise the EPC
     jobs' inputs are the same with or without the gate.
     """
 
@@ -55,7 +56,7 @@ class ElectronPhononTcMaker(Maker):
     stability_gate: bool | None = None  # None: settings.epc_stability_gate
     epc_unstable: bool = False
     gate_maker: QeStabilityGateMaker | None = None
-    reuse_gate_phonons: bool = True
+    reuse_gate_phonons: bool = False  # off: see docs/validation.md (σ rule flips on Nb)
 
     def make(self, structure: Structure) -> Flow:
         structure = clean_structure(structure)

@@ -17,7 +17,9 @@ When the gate's grid *is* the EPC q grid (a 2³ EPC grid, usual at ``fast``/``pa
 gate's ph.x also writes the potential variations (``fildvscf``) and keeps them with the
 displacement patterns (``gate_ph0``) and its dynamical matrices; the EPC's ph.x then runs with
 ``trans=.false.`` on them and computes only the electron-phonon matrix elements, so a candidate
-that passes the gate pays for its phonons once (``reuse_phonons``, on by default).
+that passes the gate pays for its phonons once (``reuse_phonons``; off by default: QE's
+two-step route moves λ at small σ by up to 0.5 %, enough to flip the σ rule on bcc Nb at
+``fast`` - docs/validation.md).
 
 The verdict is :func:`~sc_inverse.qe.stability.assess_stability` with the preset's threshold on
 those q points only: a mesh Fourier-interpolated from a ≤ 2³ grid is interpolation noise
@@ -116,7 +118,7 @@ class QeStabilityGateMaker(_PwMaker):
     qpoints_grid: tuple[int, int, int] | None = None
     epc_unstable: bool = False
     cleanup: bool = True
-    reuse_phonons: bool = True
+    reuse_phonons: bool = False
 
     @job(output_schema=StabilityGateDoc)
     def make(self, structure: Structure, kpoints_grid=None,
@@ -194,7 +196,7 @@ class QeGatedElphMaker(Maker):
     scf_maker: QeScfMaker = field(default_factory=QeScfMaker)
     elph_maker: QeElphMaker = field(default_factory=QeElphMaker)
     epc_unstable: bool = False
-    reuse_phonons: bool = True
+    reuse_phonons: bool = False
 
     @job
     def make(self, gate, structure: Structure, kpoints_grid=None,
