@@ -8,8 +8,12 @@ preset (vc-relax first), and prints per case the gate's verdict and CPU seconds 
 from their outputs) against the EPC's (la2F scf(s) + ph.x EPC).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_stability_gate.py WORKDIR [--fast] [--only TEXT]
+    OMP_NUM_THREADS=1 python benchmarks/bench_stability_gate.py WORKDIR --reuse [--only TEXT]
 
-(``--only fast``: the cases whose label contains "fast").
+(``--only fast``: the cases whose label contains "fast"). ``--reuse``: bcc Nb and fcc Al at the
+``fast`` preset (EPC q grid 2³ = the gate's), each run three times - gate off, gate + EPC
+reusing the gate's phonons (ph.x ``trans=.false.``), gate + EPC computing them again - and
+prints λ, ω_log, T_c of each and the CPU seconds of gate, EPC and vc-relax.
 """
 
 from __future__ import annotations
@@ -42,6 +46,46 @@ def cpu(folder: Path, files: dict[str, str]) -> float:
 def bcc_zr() -> Structure:
     h = 3.57 / 2
     return Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), ["Zr"], [[0, 0, 0]])
+
+
+def nb_bcc() -> Structure:
+    h = 3.30 / 2
+    return Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), ["Nb"], [[0, 0, 0]])
+
+
+PW_PH = {"scf_la2f.out": "PWSCF", "scf.out": "PWSCF", "ph.out": "PHONON"}
+
+
+def reuse_rows(workdir: Path, only: str | None = None) -> list[dict]:
+    """gate off / gate + reuse / gate + no reuse on bcc Nb and fcc Al at ``fast``."""
+    structures = {"bcc Nb, fast": nb_bcc(),
+                  "fcc Al, fast": load_records(ROOT / "examples" / "al_fcc" / "Al.pwi")[0]
+                  .get_structure()}
+    modes = {"gate off": {"stability_gate": False},
+             "gate + reuse": {"stability_gate": True, "reuse_gate_phonons": True},
+             "gate, no reuse": {"stability_gate": True, "reuse_gate_phonons": False}}
+    rows = []
+    for label, structure in structures.items():
+        if only and only not in label:
+            continue
+        for mode, kwargs in modes.items():
+            name = f"{label} {mode}".replace(" ", "_").replace(",", "").replace("+", "")
+            doc = run_epc(structure, workdir / name, fresh=True, preset="fast", **kwargs)
+            folder = Path(doc.dir_name).parent
+            gate = [d for d in folder.iterdir() if d.name.startswith("qe-stability-gate")]
+            epc = [d for d in folder.iterdir() if d.name.startswith(("qe-scf", "qe-elph"))]
+            relax = [d for d in folder.iterdir() if d.name.startswith("qe-vc-relax")]
+            rows.append({
+                "case": label, "mode": mode, "lambda": doc.lambda_, "omega_log_K": doc.omega_log_K,
+                "tc_K": doc.tc_K, "sigma_Ry": doc.selected_sigma_Ry,
+                "phonons_from_gate": doc.phonons_from is not None,
+                "gate_cpu_s": round(sum(cpu(d, {"scf.out": "PWSCF", "ph.out": "PHONON"})
+                                        for d in gate), 1),
+                "epc_cpu_s": round(sum(cpu(d, PW_PH) for d in epc), 1),
+                "epc_ph_cpu_s": round(sum(cpu(d, {"ph.out": "PHONON"}) for d in epc), 1),
+                "relax_cpu_s": round(sum(cpu(d, {"relax.out": "PWSCF"}) for d in relax), 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def cases(fast: bool) -> dict[str, tuple[Structure, dict]]:
@@ -88,5 +132,8 @@ def main(workdir: Path, fast: bool = False, only: str | None = None) -> list[dic
 
 if __name__ == "__main__":
     args = sys.argv[2:]
-    main(Path(sys.argv[1]), "--fast" in args,
-         args[args.index("--only") + 1] if "--only" in args else None)
+    only_ = args[args.index("--only") + 1] if "--only" in args else None
+    if "--reuse" in args:
+        reuse_rows(Path(sys.argv[1]), only_)
+    else:
+        main(Path(sys.argv[1]), "--fast" in args, only_)

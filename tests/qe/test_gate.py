@@ -14,10 +14,16 @@ from pymatgen.core import Lattice, Structure
 from qe_testutils import QE_DATA, QE_PSEUDO_DIR, have_qe, requires_qe
 
 from factories import write_upf
-from sc_inverse.errors import ParseError
+from sc_inverse.errors import CalculationError, InputError, ParseError
 from sc_inverse.qe.flows import ElectronPhononTcMaker
-from sc_inverse.qe.gate import QeGatedElphMaker, QeStabilityGateMaker, gate_qgrid
-from sc_inverse.qe.jobs import QeScfMaker
+from sc_inverse.qe.gate import QeGatedElphMaker, QeStabilityGateMaker, gate_qgrid, reusable_phonons
+from sc_inverse.qe.jobs import (
+    QeElphMaker,
+    QeScfMaker,
+    copy_saved_phonons,
+    resume_point,
+    save_phonons,
+)
 from sc_inverse.qe.parsers import parse_cpu_time, parse_matdyn_modes
 from sc_inverse.qe.schemas import GATE_SKIP_NOTE, PwTaskDoc, StabilityGateDoc
 from sc_inverse.qe.sets import (
@@ -264,3 +270,122 @@ def test_real_qe_gate_scf_carries_the_dft_gap(al_structure, tmp_path, monkeypatc
     assert doc.scf.electronic is not None and doc.scf.electronic.band_gap_eV == 0.0
     assert doc.cpu_time_s > 0 and [t.step for t in doc.timings] == ["scf", "ph", "q2r",
                                                                      "matdyn_qgrid"]
+
+
+# ---------------------------------------------------------------------------------------------
+# reuse of the gate's phonons by the EPC (gate grid == EPC q grid)
+# ---------------------------------------------------------------------------------------------
+def test_reuse_inputs_keep_dvscf_in_the_gate_and_skip_phonons_in_the_epc():
+    gate = read_namelist(PhInputGenerator(preset=TEST, electron_phonon=False, save_dvscf=True)
+                         .get_input_set((2, 2, 2)).text, "inputph")
+    assert gate["fildvscf"] == "'dvscf'" and gate["trans"] == ".true."
+    assert "electron_phonon" not in gate and "el_ph_nsigma" not in gate
+    text = PhInputGenerator(preset=TEST, trans=False).get_input_set((2, 2, 2)).text
+    epc = read_namelist(text, "inputph")
+    assert epc["trans"] == ".false." and epc["electron_phonon"] == "'interpolated'"
+    assert epc["fildvscf"] == gate["fildvscf"] and epc["fildyn"] == gate["fildyn"]
+    assert epc["ldisp"] == ".true." and epc["nq1"] == "2" and text.startswith("electron-phonon")
+    with pytest.raises(InputError):
+        PhInputGenerator(electron_phonon=False, trans=False).get_input_set((2, 2, 2))
+
+
+def _fake_gate_phonons(directory):
+    """A gate directory as ph.x (phonons + fildvscf, lqdir) leaves it: patterns, dvscf at Γ
+    and q_2, wavefunctions that must not travel, and the recorded Al dyn0..3 (grid 2³)."""
+    ph0 = directory / "out" / "_ph0"
+    (ph0 / "qe.phsave").mkdir(parents=True)
+    (ph0 / "qe.phsave" / "patterns.1.xml").write_text("<u/>")
+    (ph0 / "qe.dvscf1").write_bytes(b"g")
+    (ph0 / "qe.q_2").mkdir()
+    (ph0 / "qe.q_2" / "qe.dvscf1").write_bytes(b"x")
+    (ph0 / "qe.q_2" / "qe.dvscf_paw1").write_bytes(b"p")
+    (ph0 / "qe.q_2" / "qe.wfc1").write_bytes(b"w" * 100)
+    for i in range(4):
+        shutil.copy2(GATE / "al_fcc" / f"dyn{i}", directory / f"dyn{i}")
+
+
+def test_saved_phonons_travel_without_wavefunctions_and_only_to_the_same_grid(tmp_path):
+    gate_dir, elph_dir = tmp_path / "gate", tmp_path / "elph"
+    gate_dir.mkdir()
+    elph_dir.mkdir()
+    with pytest.raises(CalculationError):
+        save_phonons(gate_dir)  # no ph.x run there
+    _fake_gate_phonons(gate_dir)
+    saved = save_phonons(gate_dir)
+    shutil.rmtree(gate_dir / "out")  # the gate deletes its outdir
+    assert sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()) == [
+        "qe.dvscf1", "qe.phsave/patterns.1.xml", "qe.q_2/qe.dvscf1", "qe.q_2/qe.dvscf_paw1"]
+    with pytest.raises(CalculationError, match="q grid"):
+        copy_saved_phonons(gate_dir, elph_dir, (4, 4, 4))
+    copy_saved_phonons(gate_dir, elph_dir, (2, 2, 2))
+    ph0 = elph_dir / "out" / "_ph0"
+    assert (ph0 / "qe.q_2" / "qe.dvscf1").read_bytes() == b"x" and not (ph0 / "qe.q_2" / "qe.wfc1").exists()
+    assert (ph0 / "qe.phsave" / "patterns.1.xml").is_file()
+    assert [(elph_dir / f"dyn{i}").read_text() for i in range(4)] == [
+        (GATE / "al_fcc" / f"dyn{i}").read_text() for i in range(4)]
+    # the copied dyn files alone are no finished q-point: a ph.x in that directory starts at 1
+    assert resume_point(elph_dir) is None
+    with pytest.raises(CalculationError, match="no saved phonons"):
+        copy_saved_phonons(tmp_path / "missing", elph_dir, (2, 2, 2))
+
+
+def test_gated_epc_passes_the_gate_phonons_only_when_kept_and_wanted(al_structure, tmp_path):
+    _fake_gate_phonons(tmp_path)
+    save_phonons(tmp_path)
+    doc = _gate_doc("al_fcc")
+    assert doc.phonons_dir is None  # a gate that kept nothing
+    kept = doc.model_copy(update={"phonons_dir": str(tmp_path)})
+
+    def elph_kwargs(maker, gate):
+        resp = maker.make.original(maker, gate, al_structure, kpoints_grid=(8, 8, 8))
+        return resp.replace.jobs[1].function_kwargs
+
+    reuse = QeGatedElphMaker(reuse_phonons=True)
+    assert elph_kwargs(reuse, kept)["phonons_dir"] == str(tmp_path)
+    assert elph_kwargs(reuse, doc)["phonons_dir"] is None
+    assert elph_kwargs(QeGatedElphMaker(), kept)["phonons_dir"] is None  # off by default
+    fanout = QeGatedElphMaker(elph_maker=QeElphMaker(fanout=True), reuse_phonons=True)
+    assert elph_kwargs(fanout, kept)["phonons_dir"] is None  # the fan-out computes its own
+    gone = doc.model_copy(update={"phonons_dir": str(tmp_path / "cleaned")})
+    assert reusable_phonons(gone, True) is None
+
+
+def test_flow_switch_for_phonon_reuse(al_structure, fake_lib):
+    """Off by default (QE's two-step route moves λ at small σ enough to flip the σ rule on bcc
+    Nb, docs/validation.md); the switch reaches both the gate and the gated EPC job."""
+    off = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib),
+                                stability_gate=True).make(al_structure)
+    assert not off.jobs[0].maker.reuse_phonons and not off.jobs[1].maker.reuse_phonons
+    on = ElectronPhononTcMaker(preset="test", pseudo_dir=str(fake_lib), stability_gate=True,
+                               reuse_gate_phonons=True).make(al_structure)
+    assert on.jobs[0].maker.reuse_phonons and on.jobs[1].maker.reuse_phonons
+
+
+@requires_qe
+@pytest.mark.qe
+@pytest.mark.slow
+def test_real_qe_al_epc_from_the_gate_phonons_matches_its_own(al_structure, tmp_path,
+                                                              monkeypatch):
+    """QE's Al example at q 2³ (the gate's grid = the EPC's; ≈ 10 s CPU in all): the EPC that
+    reads the gate's phonons (ph.x trans=.false.) gives the λ, ω_log of the EPC without gate to
+    3e-3 (measured 7e-4 / 4e-4 at σ 0.010-0.015 Ry). The difference is QE's two-step route
+    itself (the same numbers from trans=.false. in the one-step run's own directory), not the
+    gate's scf."""
+    from sc_inverse.pipeline.epc import run_epc
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    preset = TEST.with_updates(qpoints_grid=(2, 2, 2))
+    kw = {"preset": preset, "pseudo_dir": str(QE_PSEUDO_DIR)}
+    reused = run_epc(al_structure, tmp_path / "reuse", stability_gate=True,
+                     reuse_gate_phonons=True, **kw)
+    plain = run_epc(al_structure, tmp_path / "plain", stability_gate=False, **kw)
+    assert reused.phonons_from is not None and plain.phonons_from is None
+    ph_in = next((tmp_path / "reuse").rglob("qe-elph/ph.in")).read_text()
+    assert read_namelist(ph_in, "inputph")["trans"] == ".false."
+    assert "Reading dVscf from file" in next((tmp_path / "reuse").rglob("qe-elph/ph.out")).read_text()
+    assert np.allclose([q.frequencies_cm1 for q in reused.qpoints],
+                       [q.frequencies_cm1 for q in plain.qpoints], atol=0.01)
+    for a, b in zip(reused.smearing_table, plain.smearing_table, strict=True):
+        if b.lambda_ and b.lambda_ > 0.1:
+            assert a.lambda_ == pytest.approx(b.lambda_, rel=3e-3)
+            assert a.omega_log_K == pytest.approx(b.omega_log_K, rel=3e-3)

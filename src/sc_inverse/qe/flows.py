@@ -34,7 +34,11 @@ class ElectronPhononTcMaker(Maker):
     it finds no imaginary mode below the preset's threshold, or when ``epc_unstable``. The
     flow's output is then the elph document, or the gate's
     :class:`~sc_inverse.qe.schemas.StabilityGateDoc` (``calc_type`` 'stability-gate') for a
-    candidate stopped at the gate. The EPC jobs' inputs are the same with or without the gate.
+    candidate stopped at the gate. ``reuse_gate_phonons``: when the gate's q grid is the EPC
+    q grid, the EPC's ph.x reads the gate's phonons (``trans=.false.``) instead of computing
+    them again (off by default: λ moves by up to 0.5 % at small σ, which flipped the σ rule on
+    bcc Nb, docs/validation.md); otherwise the EPC
+    jobs' inputs are the same with or without the gate.
     """
 
     name: str = "electron-phonon Tc"
@@ -52,6 +56,7 @@ class ElectronPhononTcMaker(Maker):
     stability_gate: bool | None = None  # None: settings.epc_stability_gate
     epc_unstable: bool = False
     gate_maker: QeStabilityGateMaker | None = None
+    reuse_gate_phonons: bool = False  # off: see docs/validation.md (σ rule flips on Nb)
 
     def make(self, structure: Structure) -> Flow:
         structure = clean_structure(structure)
@@ -80,11 +85,13 @@ class ElectronPhononTcMaker(Maker):
                 kgrid = relax.output.input.kpoints_grid
         gated = get_settings().epc_stability_gate if self.stability_gate is None else self.stability_gate
         if gated:
-            gate = (self.gate_maker or QeStabilityGateMaker(**common, epc_unstable=self.epc_unstable)
+            gate = (self.gate_maker or QeStabilityGateMaker(
+                **common, epc_unstable=self.epc_unstable, reuse_phonons=self.reuse_gate_phonons)
                     ).make(structure, kpoints_grid=kgrid, kpoint_length_A=length)
             epc = QeGatedElphMaker(
                 name="qe epc (epc-unstable)" if self.epc_unstable else "qe epc",
                 scf_maker=scf_maker, elph_maker=elph_maker, epc_unstable=self.epc_unstable,
+                reuse_phonons=self.reuse_gate_phonons,
             ).make(gate.output, structure, kpoints_grid=kgrid, kpoint_length_A=length)
             jobs += [gate, epc]
             return Flow(jobs, output=epc.output, name=f"{self.name} {formula}")

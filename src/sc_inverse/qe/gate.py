@@ -13,6 +13,14 @@ runs, on the cell the EPC would use:
 * q2r.x (force constants only) and matdyn.x on ph.x's irreducible q points with the acoustic
   sum rule, writing frequencies and displacement patterns.
 
+When the gate's grid *is* the EPC q grid (a 2³ EPC grid, usual at ``fast``/``paper``) the
+gate's ph.x also writes the potential variations (``fildvscf``) and keeps them with the
+displacement patterns (``gate_ph0``) and its dynamical matrices; the EPC's ph.x then runs with
+``trans=.false.`` on them and computes only the electron-phonon matrix elements, so a candidate
+that passes the gate pays for its phonons once (``reuse_phonons``; off by default: QE's
+two-step route moves λ at small σ by up to 0.5 %, enough to flip the σ rule on bcc Nb at
+``fast`` - docs/validation.md).
+
 The verdict is :func:`~sc_inverse.qe.stability.assess_stability` with the preset's threshold on
 those q points only: a mesh Fourier-interpolated from a ≤ 2³ grid is interpolation noise
 (real force constants reach further than one cell), so it is not judged. An instability
@@ -44,6 +52,7 @@ from sc_inverse.qe.jobs import (
     _PwMaker,
     _timings,
     run_pw,
+    save_phonons,
 )
 from sc_inverse.qe.kpoints import as_mesh, qgrid_from_kgrid
 from sc_inverse.qe.parsers import parse_dyn0
@@ -55,6 +64,7 @@ from sc_inverse.qe.sets import (
     OUTDIR,
     PREFIX,
     QGRID_MODES,
+    SAVED_PH0,
     MatdynQpointsInputGenerator,
     Mesh,
     PhInputGenerator,
@@ -75,10 +85,13 @@ def gate_qgrid(epc_qgrid) -> Mesh:
 
 
 def run_gate_phonons(preset: QePreset, qgrid: Mesh, directory: Path, max_seconds=None,
-                     walltime_s=None, settings=None) -> list[QeRunResult]:
-    """ph.x (phonons only) on ``qgrid``, q2r.x (force constants) and matdyn.x on ph.x's
-    irreducible q points (ASR, frequencies + displacement patterns) in ``directory``."""
-    ph = PhInputGenerator(preset=preset, fildyn=FILDYN, electron_phonon=False).get_input_set(
+                     walltime_s=None, settings=None, save_dvscf: bool = False,
+                     ) -> list[QeRunResult]:
+    """ph.x (phonons only; ``save_dvscf``: writing the potential variations too) on ``qgrid``,
+    q2r.x (force constants) and matdyn.x on ph.x's irreducible q points (ASR, frequencies +
+    displacement patterns) in ``directory``."""
+    ph = PhInputGenerator(preset=preset, fildyn=FILDYN, electron_phonon=False,
+                          save_dvscf=save_dvscf).get_input_set(
         qgrid, outdir=OUTDIR, prefix=PREFIX, max_seconds=max_seconds)
     runs = [run_qe("ph", ph, directory, _ph_handlers(walltime_s), settings=settings)]
     q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC, la2f=False).get_input_set()
@@ -97,13 +110,15 @@ class QeStabilityGateMaker(_PwMaker):
     ``qpoints_grid``: the EPC q grid (None: the preset's, else the smallest divisor of k, as
     :class:`~sc_inverse.qe.jobs.QeElphMaker` chooses it). ``epc_unstable``: allow the EPC run
     even when the gate finds the structure unstable. The outdir (wavefunctions) is deleted after
-    the run: the EPC needs its own la2F scf.
+    the run: the EPC needs its own la2F scf. ``reuse_phonons``: when the gate's grid is the EPC
+    q grid, keep the phonons (dvscf, patterns, dyn) for the EPC (``StabilityGateDoc.phonons_dir``).
     """
 
     name: str = "qe stability gate"
     qpoints_grid: tuple[int, int, int] | None = None
     epc_unstable: bool = False
     cleanup: bool = True
+    reuse_phonons: bool = False
 
     @job(output_schema=StabilityGateDoc)
     def make(self, structure: Structure, kpoints_grid=None,
@@ -120,8 +135,12 @@ class QeStabilityGateMaker(_PwMaker):
             timings=_timings([scf_run]), corrections=_corrections([scf_run]),
             kpoint_convergence=history, kpoint_length_A=length,
         )
-        ph_runs = run_gate_phonons(preset, gate_qgrid(epc_qgrid), directory, self.max_seconds,
-                                   self.walltime_s)
+        qgrid = gate_qgrid(epc_qgrid)
+        reuse = self.reuse_phonons and qgrid == tuple(epc_qgrid)
+        ph_runs = run_gate_phonons(preset, qgrid, directory, self.max_seconds, self.walltime_s,
+                                   save_dvscf=reuse)
+        if reuse:
+            save_phonons(directory)
         if self.cleanup:
             shutil.rmtree(directory / OUTDIR, ignore_errors=True)
             scf.outdir = None
@@ -131,8 +150,21 @@ class QeStabilityGateMaker(_PwMaker):
             epc_unstable=self.epc_unstable, task_label=self.name, timings=_timings(runs),
             corrections=_corrections(runs),
         )
+        doc.phonons_dir = str(directory) if reuse else None
         logger.info("%s: %s", structure.composition.reduced_formula, doc.reason)
         return doc
+
+
+def reusable_phonons(gate: StabilityGateDoc, reuse: bool) -> str | None:
+    """The gate's saved phonons the EPC may read, or None (reuse off, none kept, or the gate's
+    directory gone - a stored gate document from another machine or a cleaned run)."""
+    if not reuse or gate.phonons_dir is None:
+        return None
+    if not (Path(gate.phonons_dir) / SAVED_PH0).is_dir():
+        logger.warning("%s: the gate's phonons are gone from %s; the EPC computes its own",
+                       gate.formula_pretty, gate.phonons_dir)
+        return None
+    return gate.phonons_dir
 
 
 def _seed_uuid(job_, key: str) -> None:
@@ -154,12 +186,17 @@ class QeGatedElphMaker(Maker):
     ``epc_unstable``: run the EPC whatever the gate says. Decided here, not only by the gate
     job, because a re-run with ``--epc-unstable`` reuses the stored gate document of the first
     run (whose ``epc_allowed`` is False).
+
+    ``reuse_phonons``: when the gate kept its phonons (``phonons_dir``: its grid is the EPC's),
+    the elph job reads them (ph.x ``trans=.false.``) instead of computing them again; not with
+    a fan-out elph maker, and only while the gate's directory still exists.
     """
 
     name: str = "qe epc"
     scf_maker: QeScfMaker = field(default_factory=QeScfMaker)
     elph_maker: QeElphMaker = field(default_factory=QeElphMaker)
     epc_unstable: bool = False
+    reuse_phonons: bool = False
 
     @job
     def make(self, gate, structure: Structure, kpoints_grid=None,
@@ -175,6 +212,7 @@ class QeGatedElphMaker(Maker):
         elph = self.elph_maker.make(
             scf.output.outdir, scf.output.prefix, kpoints_grid=scf.output.input.kpoints_grid,
             structure=scf.output.structure, energy_eV=scf.output.energy_eV,
+            phonons_dir=reusable_phonons(gate, self.reuse_phonons and not self.elph_maker.fanout),
         )
         _seed_uuid(elph, f"{parent}/elph")
         return Response(replace=Flow([scf, elph], output=elph.output, name=self.name))

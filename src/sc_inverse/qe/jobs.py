@@ -61,6 +61,7 @@ from sc_inverse.qe.sets import (
     FLFRC,
     OUTDIR,
     PREFIX,
+    SAVED_PH0,
     LambdaInputGenerator,
     MatdynInputGenerator,
     MatdynQpointsInputGenerator,
@@ -332,9 +333,10 @@ def _ph_handlers(walltime_s) -> list:
 
 
 def run_ph(preset: QePreset, qgrid, directory: Path, start_q=None, last_q=None,
-           max_seconds=None, walltime_s=None, settings=None) -> QeRunResult:
-    """ph.x EPC on the q grid (or irreducible q-points ``start_q..last_q``) in ``directory``."""
-    gen = PhInputGenerator(preset=preset, fildyn=FILDYN)
+           max_seconds=None, walltime_s=None, settings=None, trans: bool = True) -> QeRunResult:
+    """ph.x EPC on the q grid (or irreducible q-points ``start_q..last_q``) in ``directory``;
+    ``trans=False``: from the phonons :func:`copy_saved_phonons` put there."""
+    gen = PhInputGenerator(preset=preset, fildyn=FILDYN, trans=trans)
     iset = gen.get_input_set(qgrid, outdir=OUTDIR, prefix=PREFIX, start_q=start_q,
                              last_q=last_q, max_seconds=max_seconds)
     return run_qe("ph", iset, directory, _ph_handlers(walltime_s), settings=settings)
@@ -356,14 +358,15 @@ def resume_point(directory: Path) -> int | None:
 
 
 def run_ph_resuming(preset: QePreset, qgrid, directory: Path, max_seconds=None,
-                    walltime_s=None) -> tuple[list[QeRunResult], list[QeCorrection]]:
+                    walltime_s=None, trans: bool = True,
+                    ) -> tuple[list[QeRunResult], list[QeCorrection]]:
     """ph.x in ``directory``, continuing a run that an earlier process left there (killed):
     from its first unfinished q-point, or not at all when every q-point finished. Returns the
     ph.x runs and a ``resume`` correction that records where it restarted."""
     start = resume_point(directory)
     if start is None:
         return [run_ph(preset, qgrid, directory, max_seconds=max_seconds,
-                       walltime_s=walltime_s)], []
+                       walltime_s=walltime_s, trans=trans)], []
     n_q = len(parse_dyn0(directory / f"{FILDYN}0")[1])
     note = QeCorrection(handler="resume", step="ph", errors=[
         f"q-points 1-{start - 1} of {n_q} finished in an earlier run in {directory}"],
@@ -372,7 +375,45 @@ def run_ph_resuming(preset: QePreset, qgrid, directory: Path, max_seconds=None,
     if start > n_q:
         return [], [note]
     return [run_ph(preset, qgrid, directory, start_q=start, max_seconds=max_seconds,
-                   walltime_s=walltime_s)], [note]
+                   walltime_s=walltime_s, trans=trans)], [note]
+
+
+def save_phonons(directory: Path, prefix: str = PREFIX) -> Path:
+    """Keep what a later ``trans=.false.`` ph.x needs of the phonon run in ``directory``: the
+    displacement patterns (``out/_ph0/prefix.phsave``) and the potential variations
+    (``prefix.dvscf*``, also ``_paw``, at ``_ph0`` for Γ and ``_ph0/prefix.q_N`` for the other q),
+    copied to ``directory/gate_ph0`` (no wavefunctions). The dynamical matrices stay in
+    ``directory`` (``dyn0..N``)."""
+    src = directory / OUTDIR / "_ph0"
+    if not (src / f"{prefix}.phsave").is_dir():
+        raise CalculationError(f"{src}: no {prefix}.phsave (did ph.x run here?)")
+    dst = directory / SAVED_PH0
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src / f"{prefix}.phsave", dst / f"{prefix}.phsave")
+    found = sorted(src.rglob(f"{prefix}.dvscf*"))
+    if not found:
+        raise CalculationError(f"{src}: no {prefix}.dvscf* (was fildvscf set?)")
+    for f in found:
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dst
+
+
+def copy_saved_phonons(phonons_dir: str | Path, directory: Path, qgrid) -> None:
+    """Put the phonons :func:`save_phonons` kept in ``phonons_dir`` into ``directory`` (after
+    :func:`copy_outdir`): ``gate_ph0`` → ``out/_ph0`` and ``dyn0..N``. Fails when they are
+    missing or were computed on another q grid."""
+    src = Path(phonons_dir)
+    if not (src / SAVED_PH0).is_dir() or not (src / f"{FILDYN}0").is_file():
+        raise CalculationError(f"{src}: no saved phonons ({SAVED_PH0}/, {FILDYN}0)")
+    grid, irreducible = parse_dyn0(src / f"{FILDYN}0")
+    if tuple(grid) != tuple(qgrid):
+        raise CalculationError(f"{src}: saved phonons on the q grid {tuple(grid)}, the EPC "
+                               f"needs {tuple(qgrid)}")
+    shutil.copytree(src / SAVED_PH0, directory / OUTDIR / "_ph0", dirs_exist_ok=True)
+    for i in range(len(irreducible) + 1):
+        shutil.copy2(src / f"{FILDYN}{i}", directory / f"{FILDYN}{i}")
 
 
 def run_qpoint(preset: QePreset, qpoints_grid, scf_outdir, prefix: str, q_index: int,
@@ -488,7 +529,11 @@ class QeElphMaker(Maker):
 
     @job(data=list(ELPH_DATA_FIELDS))  # no output_schema: with fanout the output is the merge's
     def make(self, scf_outdir: str, prefix: str = PREFIX, kpoints_grid=None, qpoints_grid=None,
-             structure: Structure | None = None, energy_eV: float | None = None):
+             structure: Structure | None = None, energy_eV: float | None = None,
+             phonons_dir: str | None = None):
+        """``phonons_dir``: a directory with phonons on this q grid saved by
+        :func:`save_phonons` (the stability gate's); ph.x then runs with ``trans=.false.`` on
+        them and computes only the electron-phonon matrix elements (not with ``fanout``)."""
         preset = get_preset(self.preset)
         if kpoints_grid is None:
             raise InputError("QeElphMaker needs the k grid of the scf (kpoints_grid)")
@@ -501,11 +546,14 @@ class QeElphMaker(Maker):
         if self.fanout:
             return self._fan_out(preset, scf_outdir, prefix, kgrid, qgrid, directory, structure,
                                  energy_eV)
+        if phonons_dir is not None:
+            copy_saved_phonons(phonons_dir, directory, qgrid)
         runs, resumed = run_ph_resuming(preset, qgrid, directory, self.max_seconds,
-                                        self.walltime_s)
+                                        self.walltime_s, trans=phonons_dir is None)
         doc = analyse_elph(directory, preset, kgrid, structure=structure, energy_eV=energy_eV,
                            label=self.name, timings=_timings(runs),
                            corrections=[*resumed, *_corrections(runs)], fanout=False)
+        doc.phonons_from = phonons_dir
         if self.cleanup:
             shutil.rmtree(directory / OUTDIR, ignore_errors=True)
             doc.outdir = None

@@ -321,6 +321,9 @@ class StabilityGateDoc(QeTaskDocBase):
 
     epc_skipped_reason: str | None = Field(
         None, description="Why the electron-phonon run did not start (None when it may).")
+    phonons_dir: str | None = Field(
+        None, description="Where the gate kept its phonons (dvscf, patterns, dyn) for the EPC "
+                          "to reuse: set when the gate's q grid is the EPC's and reuse is on.")
 
     @classmethod
     def from_directory(
@@ -650,6 +653,10 @@ class ElphTaskDoc(QeTaskDocBase):
     energy_eV: float | None = Field(None, description="scf total energy of `structure` (eV).")
     energy_per_atom_eV: float | None = None
     fanout: bool = Field(False, description="q-points run as separate jobs and merged.")
+    phonons_from: str | None = Field(
+        None, description="Directory (the stability gate's) whose saved phonons - displacement "
+                          "patterns, dvscf, dyn files on this q grid - ph.x read with "
+                          "trans=.false.; None: ph.x computed the phonons itself.")
     a2f: A2FData | None = None
 
     @classmethod

@@ -40,6 +40,9 @@ PHONON_DOS = "phonon.dos"  # matdyn.x phonon DOS
 MESH_FREQ = "qe.freq"  # matdyn.x frequencies on the irreducible points of its DOS mesh
 QGRID_FREQ = "qgrid.freq"  # matdyn.x frequencies on ph.x's irreducible q points
 QGRID_MODES = "qgrid.modes"  # matdyn.x displacement patterns there (stability gate only)
+FILDVSCF = "dvscf"  # ph.x potential variations (out/_ph0/qe.dvscf1, out/_ph0/qe.q_N/qe.dvscf1)
+#: the gate's out/_ph0 kept for the EPC (displacement patterns + dvscf, no wavefunctions)
+SAVED_PH0 = "gate_ph0"
 
 #: Acoustic sum rule matdyn.x imposes on the force constants (both runs). 'crystal' is QE's
 #: optimal correction (the smallest change of all force constants that restores translational
@@ -444,13 +447,19 @@ class PhInputGenerator(InputGenerator):
 
     ``start_q``/``last_q`` select irreducible q-points (fan-out: the run of q-point 1 writes
     ``fildyn0``, the list the other q jobs are made from). ``electron_phonon=False``: phonons
-    only (the stability gate): no EPC keywords and no dvscf file.
+    only (the stability gate): no EPC keywords, and no dvscf file unless ``save_dvscf`` (the
+    gate on the EPC's own q grid keeps it for the EPC). ``trans=False``: no phonons - ph.x
+    reads the displacement patterns (``_ph0/prefix.phsave``), ``fildvscf`` and the ``fildyn``
+    matrices of an earlier phonon run on the same grid and computes only the electron-phonon
+    matrix elements (QE's two-step route; INPUT_PH, ``electron_phonon``).
     """
 
     preset: QePreset = TEST
     fildyn: str = FILDYN
-    fildvscf: str = "dvscf"
+    fildvscf: str = FILDVSCF
     electron_phonon: bool = True
+    save_dvscf: bool = False
+    trans: bool = True
 
     def get_input_set(  # type: ignore[override]
         self,
@@ -470,7 +479,7 @@ class PhInputGenerator(InputGenerator):
             "fildvscf": self.fildvscf,
             "tr2_ph": p.tr2_ph,
             "ldisp": True,
-            "trans": True,
+            "trans": self.trans,
             "nq1": qpoints_grid[0],
             "nq2": qpoints_grid[1],
             "nq3": qpoints_grid[2],
@@ -482,10 +491,14 @@ class PhInputGenerator(InputGenerator):
             "max_seconds": float(max_seconds) if max_seconds else None,
         }
         if not self.electron_phonon:
-            for key in ("fildvscf", "electron_phonon", "el_ph_sigma", "el_ph_nsigma"):
+            if not self.trans:
+                raise InputError("ph.x with trans=.false. and no electron_phonon computes nothing")
+            dropped = ("electron_phonon", "el_ph_sigma", "el_ph_nsigma")
+            for key in dropped if self.save_dvscf else ("fildvscf", *dropped):
                 params[key] = None  # format_namelist leaves None out
         params.update(user_params or {})
-        title = "electron-phonon" if self.electron_phonon else "phonons"
+        title = ("electron-phonon" if self.trans else "electron-phonon from saved phonons") \
+            if self.electron_phonon else "phonons"
         text = f"{title} (sc-inverse)\n" + format_namelist("inputph", params)
         return PhInputSet(inputs={PhInputSet.filename: text})
 
