@@ -5,6 +5,7 @@ run, and a real-QE rescue of bcc Zr (slow)."""
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,9 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from qe_testutils import have_qe, requires_qe
 from test_gate import ZR_PRESET, _gate_doc, bcc_zr
 
+from sc_inverse.pipeline.epc import epc_summary
 from sc_inverse.pipeline.jobs import dft_row
-from sc_inverse.qe.gate import QeGatedElphMaker
+from sc_inverse.qe.gate import GATED_UUID_NAMESPACE, QeGatedElphMaker
 from sc_inverse.qe.jobs import QeScfMaker
 from sc_inverse.qe.rescue import (
     RESCUE_CALC_TYPE,
@@ -132,6 +134,8 @@ def test_unstable_parent_is_replaced_by_the_child_subflow(zr_gate):
         assert j.metadata["parent_id"] == "Zr-229-parent" and j.metadata["predictions"] == {}
     # jobflow re-applies the running job's dynamic metadata updates to the new jobs: they now
     # carry the child's identity, not the parent's
+    assert relax.uuid == str(uuid.uuid5(GATED_UUID_NAMESPACE,  # a re-run finds the child
+                                        f"{parent_job.uuid}/rescue/{child_id}/{relax.name}"))
     upd = parent_job.metadata_updates[-1]["update"]
     assert upd["candidate_id"] == child_id and upd["parent_id"] == "Zr-229-parent"
     ctx = child.maker.rescue_maker.trial
@@ -182,6 +186,9 @@ def test_child_not_lower_ends_the_branch_with_the_parent(zr_gate):
     assert row["dynamically_stable"] is False and row["epc_run"] is False
     assert row["rescued"] is False and "lowered the energy" in row["rescue_reason"]
     assert row["material_id"] == "Zr-229-parent"
+    summary = epc_summary(out)  # what `sc-inverse epc` writes
+    assert summary["epc_run"] is False and summary["dynamically_stable"] is False
+    assert summary["soft_mode_rescue"]["rescued"] is False
 
 
 def test_lower_stable_child_gets_the_epc_and_a_summary(zr_gate):

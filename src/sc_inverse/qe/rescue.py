@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from sc_inverse.metadata import material_id
-from sc_inverse.qe.gate import QeStabilityGateMaker
+from sc_inverse.qe.gate import GATED_UUID_NAMESPACE, QeStabilityGateMaker
 from sc_inverse.qe.jobs import QeRelaxMaker
 from sc_inverse.qe.kpoints import as_mesh
 from sc_inverse.qe.schemas import StabilityGateDoc
@@ -333,6 +334,7 @@ class QeSoftModeRescueMaker(Maker):
         gate = QeStabilityGateMaker(name="qe stability gate (rescue child)", **common).make(
             relax.output.structure_standardized,
             kpoint_length_A=relax.output.input.kpoint_length_A)
+        _seed_uuids([relax, gate], trial_id)
         child_rescue = dataclasses.replace(self, rounds=self.rounds - 1, trial=ctx)
         child_gated = dataclasses.replace(
             gated_maker, name="qe epc (rescue child)",
@@ -341,6 +343,7 @@ class QeSoftModeRescueMaker(Maker):
             rescue_maker=child_rescue,
         ).make(gate.output, relax.output.structure_standardized,
                kpoint_length_A=relax.output.input.kpoint_length_A)
+        _seed_uuids([child_gated], trial_id)
         flow = Flow([relax, gate, child_gated], output=child_gated.output,
                     name=f"soft-mode rescue r{ctx['round']} {trial.composition.reduced_formula}")
         identity = {"candidate_id": trial_id, "origin": "rescue", "predictions": {},
@@ -354,6 +357,16 @@ class QeSoftModeRescueMaker(Maker):
                     ctx["round"], mode.frequency_cm1, list(mode.q_frac), amplitude, len(trial),
                     trial_id)
         return Response(replace=flow)
+
+
+def _seed_uuids(jobs, trial_id: str) -> None:
+    """uuids derived from the running job's uuid and the trial (as the gated job's scf/elph):
+    a re-run of a stored flow finds the child's outputs again."""
+    host = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else None
+    if host is None:
+        return
+    for j in jobs:
+        j.set_uuid(str(uuid.uuid5(GATED_UUID_NAMESPACE, f"{host}/rescue/{trial_id}/{j.name}")))
 
 
 def _mode_dict(mode: PhononMode) -> dict:
