@@ -205,6 +205,11 @@ class ScInverseSettings(BaseSettings):
         "of the q grid) before every electron-phonon run, and skip the EPC of a candidate it "
         "finds unstable (unless --epc-unstable)."
     )
+    epc_rescue_rounds: int = Field(
+        1, ge=0, description="Soft-mode rescue rounds of a candidate the stability gate finds "
+        "unstable at Γ or the zone boundary (freeze the mode in, vc-relax, gate again; each round "
+        "costs a vc-relax + gate of a cell of ≤ 16 atoms; docs/rescue.md); 0 = off."
+    )
 
     # --- machine learning ----------------------------------------------------------------
     device: str = Field("cpu", description="torch device for training/inference: cpu or cuda.")

@@ -38,3 +38,27 @@ def test_gated_out_material_is_unstable_without_tc(stores):
     assert docs["W"]["valid"] is False and "no elph document" in docs["W"]["errors"][0]
     again = TcBuilder(tasks, sc).run_with_summary()  # idempotent
     assert again["processed"] == 0 and _docs(sc)["U"] == u
+
+
+def test_rescue_parent_and_child_are_two_materials(stores):
+    """Soft-mode rescue (qe/rescue.py): the parent's gate document and the child's gate + elph
+    documents carry their own candidate ids; the rescue summary (echoed under the parent's id
+    by jobflow's replace) is not a result."""
+    tasks, sc, _ = stores
+    parent = gate_task(1, stable=False, candidate_id="P")
+    summary_doc = set_path(set_path(gate_task(1, stable=False, candidate_id="P"),
+                                    "output.calc_type", "soft-mode-rescue"),
+                           "completed_at", "2026-01-01T00:00:05")
+    child_gate = set_path(gate_task(2, stable=True, candidate_id="C"), "metadata.parent_id", "P")
+    child_elph = set_path(set_path(elph_task(2, candidate_id="C"), "metadata.parent_id", "P"),
+                          "metadata.origin", "rescue")
+    trial = set_path(gate_task(3, stable=True, candidate_id="T"), "metadata.parent_id", "P")
+    tasks.update([parent, summary_doc, child_gate, child_elph, trial], key=["uuid", "index"])
+    TcBuilder(tasks, sc).run_with_summary()
+    docs = _docs(sc)
+    assert set(docs) == {"P", "C", "T"}
+    assert docs["P"]["valid"] and docs["P"]["dynamically_stable"] is False
+    assert docs["P"]["parent_id"] is None and docs["P"]["epc_run"] is False
+    c = docs["C"]
+    assert c["valid"] and c["epc_run"] and c["parent_id"] == "P" and c["origin"] == "rescue"
+    assert docs["T"]["valid"] is False and "soft-mode rescue trial" in docs["T"]["errors"][0]

@@ -153,6 +153,11 @@ class TcBuilder(MaterialBuilder):
         elph = [d for d in docs if d["output"].get("calc_type") == "elph"]
         gate = gates[-1] if gates else None
         if not elph:
+            if gate is not None and gate["output"].get("epc_allowed") and \
+                    (gate.get("metadata") or {}).get("parent_id"):
+                raise ValueError("soft-mode rescue trial without an EPC result: it runs only "
+                                 "when the trial is lower in energy than its parent (see the "
+                                 "parent's soft-mode-rescue document), or it has not finished")
             if gate is None or gate["output"].get("epc_allowed"):
                 raise ValueError("the stability gate allowed the EPC run but there is no elph "
                                  "document (not finished, or failed)")
@@ -181,6 +186,7 @@ class TcBuilder(MaterialBuilder):
             "preset": (out.get("input") or {}).get("preset"),
             "origin": md.get("origin") or "user",
             "candidate_id": md.get("candidate_id"),
+            "parent_id": md.get("parent_id"),  # set on a soft-mode rescue child
             "ml_predictions": predictions,
             "dft_minus_ml": {},
             "epc_run": False,
@@ -220,6 +226,7 @@ class TcBuilder(MaterialBuilder):
             "preset": (out.get("input") or {}).get("preset"),
             "origin": md.get("origin") or "user",
             "candidate_id": md.get("candidate_id"),
+            "parent_id": md.get("parent_id"),  # set on a soft-mode rescue child
             "ml_predictions": predictions,
             "dft_minus_ml": {},
             "epc_run": True,

@@ -104,6 +104,11 @@ def epc(structure_file, preset, pseudo_dir, pseudo_pattern, out_file, workdir, f
     result = {"material_id": mid, **epc_summary(done.doc)}
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(result, indent=1, default=str, allow_nan=False))
+    rescue = result.get("soft_mode_rescue")
+    if rescue:
+        click.echo(f"soft-mode rescue: {rescue['rescue_reason']}"
+                   + (f" (child {rescue['rescue_child_id']}, {rescue['rescue_spacegroup']})"
+                      if rescue["rescued"] else ""), err=True)
     if not result["epc_run"]:
         click.echo(f"{result['epc_skipped_reason']} -> {out_file}")
     else:

@@ -34,6 +34,7 @@ from sc_inverse.errors import CalculationError, InputError
 from sc_inverse.metadata import material_id, tag_candidate
 from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.pseudos import find_pseudopotentials
+from sc_inverse.qe.rescue import rescue_summary_from_output
 from sc_inverse.qe.sets import QePreset, clean_structure, get_preset
 
 logger = logging.getLogger(__name__)
@@ -246,6 +247,11 @@ def epc_summary(doc: Any) -> dict:
     """The JSON ``sc-inverse epc`` writes: headline numbers, the per-smearing table, timings
     (:func:`gate_summary` when the stability gate stopped the EPC)."""
     d = doc if isinstance(doc, dict) else doc.model_dump()
+    rescue = rescue_summary_from_output(d)
+    if rescue is not None:  # the gate stopped it and the soft-mode rescue ran (docs/rescue.md)
+        return {**epc_summary(d.get("final") or {}), "soft_mode_rescue": rescue,
+                "structure": d["structure"].as_dict() if isinstance(d.get("structure"), Structure)
+                else d.get("structure")}
     if d.get("calc_type") == "stability-gate":
         return gate_summary(d)
     structure = d.get("structure")

@@ -43,6 +43,7 @@ from sc_inverse.qe.flows import ElectronPhononTcMaker
 from sc_inverse.qe.gate import QeStabilityGateMaker
 from sc_inverse.qe.jobs import QeScfMaker
 from sc_inverse.qe.pseudos import resolve_pseudopotentials
+from sc_inverse.qe.rescue import rescue_summary_from_output
 from sc_inverse.qe.schemas import GATE_SKIP_NOTE
 from sc_inverse.qe.sets import QePreset, get_preset
 from sc_inverse.records import CandidateRecord, load_records
@@ -291,6 +292,13 @@ def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict 
         "spacegroup_after": sym.spacegroup_after if sym else None,
         "ml_tc_K": rec.predictions.get("tc_K") if rec else None,
     }
+    rescue = rescue_summary_from_output(epc) if epc is not None else None
+    if rescue is not None:  # the gate stopped it and the soft-mode rescue ran
+        row.update(rescue)
+        if rescue["rescued"]:  # the row is the kept child's, a material of its own
+            row.update({"material_id": epc.get("child_id"), "parent_material_id": mid,
+                        "spacegroup_after": epc.get("spacegroup")})
+        epc = epc.get("final") or None
     if epc is not None and epc.get("calc_type") == "stability-gate":
         gate = epc
     if gate:
@@ -315,7 +323,22 @@ def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict 
         row["e_form_eV_per_atom"] = hull.get("e_form_eV_per_atom")
         row["e_above_hull_eV_per_atom"] = hull.get("e_above_hull_eV_per_atom")
         row["e_phase_separation_eV_per_atom"] = hull.get("e_phase_separation_eV_per_atom")
+        if rescue is not None and rescue["rescue_energy_gain_eV_per_atom"] is not None:
+            _shift_hull_to_child(row, rescue["rescue_energy_gain_eV_per_atom"])
     return row
+
+
+def _shift_hull_to_child(row: dict, gain_eV_per_atom: float) -> None:
+    """The hull job compared the parent's gate scf; the kept child has the same composition
+    and is lower by ``gain``, so its formation and phase-separation energies are the parent's
+    minus ``gain`` exactly (same references), and its energy above the hull is the positive
+    part of the latter (the k grids of parent and child differ; docs/rescue.md)."""
+    for key in ("e_form_eV_per_atom", "e_phase_separation_eV_per_atom"):
+        if row.get(key) is not None:
+            row[key] -= gain_eV_per_atom
+    if row.get("e_phase_separation_eV_per_atom") is not None:
+        row["e_above_hull_eV_per_atom"] = max(row["e_phase_separation_eV_per_atom"], 0.0)
+    row["hull_note"] = "child's hull: the parent's hull energies shifted by the rescue's energy gain"
 
 
 @job

@@ -12,6 +12,7 @@ from pymatgen.core import Structure
 from sc_inverse.qe.gate import QeGatedElphMaker, QeStabilityGateMaker
 from sc_inverse.qe.jobs import QeElphMaker, QeRelaxMaker, QeScfMaker
 from sc_inverse.qe.pseudos import resolve_pseudopotentials
+from sc_inverse.qe.rescue import QeSoftModeRescueMaker
 from sc_inverse.qe.sets import QePreset, clean_structure, get_preset
 from sc_inverse.settings import get_settings
 
@@ -39,6 +40,10 @@ class ElectronPhononTcMaker(Maker):
     them again (off by default: λ moves by up to 0.5 % at small σ, which flipped the σ rule on
     bcc Nb, docs/validation.md); otherwise the EPC
     jobs' inputs are the same with or without the gate.
+
+    ``rescue_rounds`` (None: ``settings.epc_rescue_rounds``): a candidate the gate stops is
+    handed to the soft-mode rescue (:mod:`sc_inverse.qe.rescue`); the flow's output is then a
+    :class:`~sc_inverse.qe.rescue.SoftModeRescueDoc` (``calc_type`` 'soft-mode-rescue').
     """
 
     name: str = "electron-phonon Tc"
@@ -57,6 +62,7 @@ class ElectronPhononTcMaker(Maker):
     epc_unstable: bool = False
     gate_maker: QeStabilityGateMaker | None = None
     reuse_gate_phonons: bool = False  # off: see docs/validation.md (σ rule flips on Nb)
+    rescue_rounds: int | None = None  # None: settings.epc_rescue_rounds; 0 = no rescue
 
     def make(self, structure: Structure) -> Flow:
         structure = clean_structure(structure)
@@ -88,10 +94,13 @@ class ElectronPhononTcMaker(Maker):
             gate = (self.gate_maker or QeStabilityGateMaker(
                 **common, epc_unstable=self.epc_unstable, reuse_phonons=self.reuse_gate_phonons)
                     ).make(structure, kpoints_grid=kgrid, kpoint_length_A=length)
+            rounds = (get_settings().epc_rescue_rounds if self.rescue_rounds is None
+                      else self.rescue_rounds)
             epc = QeGatedElphMaker(
                 name="qe epc (epc-unstable)" if self.epc_unstable else "qe epc",
                 scf_maker=scf_maker, elph_maker=elph_maker, epc_unstable=self.epc_unstable,
                 reuse_phonons=self.reuse_gate_phonons,
+                rescue_maker=QeSoftModeRescueMaker(**common, rounds=rounds) if rounds > 0 else None,
             ).make(gate.output, structure, kpoints_grid=kgrid, kpoint_length_A=length)
             jobs += [gate, epc]
             return Flow(jobs, output=epc.output, name=f"{self.name} {formula}")

@@ -190,6 +190,10 @@ class QeGatedElphMaker(Maker):
     ``reuse_phonons``: when the gate kept its phonons (``phonons_dir``: its grid is the EPC's),
     the elph job reads them (ph.x ``trans=.false.``) instead of computing them again; not with
     a fan-out elph maker, and only while the gate's directory still exists.
+
+    ``rescue_maker`` (:class:`~sc_inverse.qe.rescue.QeSoftModeRescueMaker`): asked first; for a
+    gated-out candidate with rescue rounds left it replaces this job by the rescue child's
+    sub-flow (docs/rescue.md), on a rescue child it judges the child.
     """
 
     name: str = "qe epc"
@@ -197,11 +201,16 @@ class QeGatedElphMaker(Maker):
     elph_maker: QeElphMaker = field(default_factory=QeElphMaker)
     epc_unstable: bool = False
     reuse_phonons: bool = False
+    rescue_maker: Maker | None = None  # qe.rescue.QeSoftModeRescueMaker; None: no rescue
 
     @job
     def make(self, gate, structure: Structure, kpoints_grid=None,
              kpoint_length_A: float | None = None):
         gate = StabilityGateDoc.model_validate(gate) if isinstance(gate, dict) else gate
+        if self.rescue_maker is not None:  # soft-mode rescue (qe/rescue.py) decides first
+            rescued = self.rescue_maker.respond(self, gate, structure, kpoints_grid, kpoint_length_A)
+            if rescued is not None:
+                return rescued
         if not (gate.epc_allowed or self.epc_unstable):
             logger.info("%s: %s", gate.formula_pretty, gate.epc_skipped_reason)
             return gate
