@@ -136,6 +136,10 @@ def test_unstable_parent_is_replaced_by_the_child_subflow(zr_gate):
     # carry the child's identity, not the parent's
     assert relax.uuid == str(uuid.uuid5(GATED_UUID_NAMESPACE,  # a re-run finds the child
                                         f"{parent_job.uuid}/rescue/{child_id}/{relax.name}"))
+    # every reference points at the uuid its job runs with (seeded before being referenced)
+    uuids = {j.uuid for j in (relax, gate, child)}
+    assert {r.uuid for r in gate.input_references} == {relax.uuid}
+    assert {r.uuid for r in child.input_references} <= uuids
     upd = parent_job.metadata_updates[-1]["update"]
     assert upd["candidate_id"] == child_id and upd["parent_id"] == "Zr-229-parent"
     ctx = child.maker.rescue_maker.trial

@@ -330,11 +330,14 @@ class QeSoftModeRescueMaker(Maker):
         common = {"preset": preset, "pseudo_dir": self.pseudo_dir,
                   "pseudo_pattern": self.pseudo_pattern, "max_seconds": self.max_seconds,
                   "walltime_s": self.walltime_s}
+        # each uuid is fixed before the next job references its output (a reference keeps the
+        # uuid it was made with)
         relax = QeRelaxMaker(name="qe vc-relax (rescue child)", **common).make(trial)
+        _seed_uuids([relax], trial_id)
         gate = QeStabilityGateMaker(name="qe stability gate (rescue child)", **common).make(
             relax.output.structure_standardized,
             kpoint_length_A=relax.output.input.kpoint_length_A)
-        _seed_uuids([relax, gate], trial_id)
+        _seed_uuids([gate], trial_id)
         child_rescue = dataclasses.replace(self, rounds=self.rounds - 1, trial=ctx)
         child_gated = dataclasses.replace(
             gated_maker, name="qe epc (rescue child)",
