@@ -282,6 +282,32 @@ def test_killed_rocket_relaunch_completes_without_duplicates(fw_env):
     assert by[a.uuid]["completed_at"] == first[a.uuid]["completed_at"]  # a was not run again
 
 
+_CHECKOUTS = """
+from fireworks import FWorker
+from sc_inverse.execution import load_launchpad
+lp = load_launchpad("my_launchpad.yaml")
+# step 1 of FireWorks' checkout_fw only, as a worker killed inside it leaves the LaunchPad
+orphan = lp._get_a_fw_to_run({}, checkout=True)
+# a queue reservation (qlaunch -r): RESERVED with a RESERVED launch
+queued, _ = lp.reserve_fw(FWorker(), ".")
+print(orphan.fw_id, queued.fw_id)
+"""
+
+
+def test_recover_reruns_a_firework_left_reserved_by_a_killed_checkout(fw_env):
+    _submit(fw_env, Flow([add_one(1.0), add_one(2.0)], name="two"))
+    orphan, queued = map(int, _sh(sys.executable, "-c", _CHECKOUTS).stdout.split()[-2:])
+    assert _states(fw_env) == {"RESERVED"}
+    out = _sh(BIN / "sc-inverse", "submit", "recover", "--expiration-secs", "0",
+              "--launchpad", fw_env["lp"]).stdout
+    assert f"re-running 1 fireworks: [{orphan}]" in out
+    import bson.json_util
+
+    docs = bson.json_util.loads(fw_env["state"].read_text())["fwtest"]["fireworks"]["documents"]
+    by_id = {doc["fw_id"]: doc["state"] for _, doc in docs}
+    assert by_id == {orphan: "READY", queued: "RESERVED"}  # the queue reservation is left alone
+
+
 @pytest.mark.slow
 @pytest.mark.qe
 def test_real_qe_epc_flow_through_fireworks_then_builders_and_query(fw_env):

@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,36 @@ def submit_flow(
     return ids
 
 
+def _as_utc(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def rerun_orphaned_checkouts(lp: LaunchPad, expiration_secs: float) -> list[int]:
+    """Re-run Fireworks a worker left RESERVED when it died inside FireWorks' checkout.
+
+    ``checkout_fw`` marks the Firework RESERVED first and writes its launch afterwards, so a
+    worker killed (or Ctrl-C'd) in between leaves a RESERVED Firework without a launch, which
+    ``detect_lostruns`` never sees and which keeps ``--until-idle`` workers waiting. A queue
+    reservation (``qlaunch -r``) has a RESERVED launch and is left alone (``lpad
+    detect_unreserved`` handles those). Only Fireworks not updated for ``expiration_secs``.
+    """
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=expiration_secs)
+    fw_ids = []
+    for fw in lp.fireworks.find({"state": "RESERVED"}, {"fw_id": 1, "launches": 1, "updated_on": 1}):
+        if lp.launches.count_documents({"launch_id": {"$in": fw.get("launches", [])},
+                                        "state": "RESERVED"}):
+            continue
+        updated = _as_utc(fw.get("updated_on"))
+        if updated is None or updated <= cutoff:
+            lp.rerun_fw(fw["fw_id"])
+            fw_ids.append(fw["fw_id"])
+    return fw_ids
+
+
 def recover_lost_runs(
     launchpad: LaunchPad | str | Path | None = None,
     expiration_secs: float = 4 * 3600,
@@ -329,7 +360,7 @@ def recover_lost_runs(
     lp = launchpad if launchpad is not None and not isinstance(launchpad, (str, Path)) \
         else load_launchpad(launchpad)
     _, lost_fw_ids, _ = lp.detect_lostruns(expiration_secs=expiration_secs, rerun=True)
-    fw_ids = list(lost_fw_ids)
+    fw_ids = list(lost_fw_ids) + rerun_orphaned_checkouts(lp, expiration_secs)
     if rerun_fizzled:
         for fw_id in lp.get_fw_ids({"state": "FIZZLED"}):
             lp.rerun_fw(fw_id)
