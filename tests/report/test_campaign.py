@@ -249,3 +249,13 @@ def test_cli_writes_markdown_from_the_configured_embedded_store(campaign, tmp_pa
     text = out.read_text()
     assert "| c0 | NbRu3C |" in text and "EPC skipped" in text
     assert "DFT elemental references" in text  # the run's other jobs, found by its flow uuid
+
+
+def test_pending_dft_set_is_the_runs_top_k_best_ranked_survivors():
+    from types import SimpleNamespace
+
+    from sc_inverse.report.campaign import dft_candidate_ids
+
+    recs = [SimpleNamespace(id=f"c{i}", passed=True, rank=i, selected=True) for i in (3, 1, 2, 4)]
+    assert dft_candidate_ids(recs, [], [], top_k=2) == (["c1", "c2"], [])
+    assert dft_candidate_ids(recs, [], [])[0] == ["c1", "c2", "c3", "c4"]  # no manifest: selected

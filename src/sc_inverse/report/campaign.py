@@ -284,19 +284,22 @@ class CampaignData:
 
 
 def dft_candidate_ids(screened: Sequence[CandidateRecord], dft_rows: Sequence[Mapping],
-                      tagged_ids: Iterable[str]) -> tuple[list[str], list[dict]]:
+                      tagged_ids: Iterable[str], top_k: int | None = None,
+                      ) -> tuple[list[str], list[dict]]:
     """Ids sent to DFT, in rank order, and the rows skipped for a missing pseudopotential.
 
     After the finalize job: those of ``dft.json``. Before: the screen's ``selected`` survivors
     plus any record id the store holds DFT documents of (the DFT stage gives a survivor's slot
-    to the next one when a pseudopotential is missing; that one shows up with its first job).
+    to the next one when a pseudopotential is missing; that one shows up with its first job);
+    with the run's ``top_k`` (run.json) the ``top_k`` best-ranked survivors, as the DFT stage
+    picks them (a screen without its own top-k marks every survivor selected).
     """
     if dft_rows:
         sent = [r["id"] for r in dft_rows if not str(r.get("note", "")).startswith("skipped")]
         return sent, [dict(r) for r in dft_rows if str(r.get("note", "")).startswith("skipped")]
     ranked = sorted((r for r in screened if r.passed),
                     key=lambda r: (r.rank is None, r.rank or 0, r.id))
-    ids = [r.id for r in ranked if r.selected]
+    ids = [r.id for r in ranked][:top_k] if top_k else [r.id for r in ranked if r.selected]
     tagged = set(tagged_ids)
     ids += [r.id for r in ranked if r.id in tagged and r.id not in ids]
     return ids, []
@@ -334,8 +337,10 @@ def collect_campaign(run_dir: str | Path, job_store: Any = None,
         roots = {manifest_root} if manifest_root else {d["hosts"][-1] for d in cand_docs if d.get("hosts")}
         run_docs = fetch_docs(job_store, {"hosts": {"$in": sorted(roots)}}) if roots else []
         note = f"job store: {len(cand_docs)} candidate documents, {len(run_docs)} documents of the run"
+    top_k = (run.read_json(run.manifest, default={}).get("options") or {}).get("top_k") \
+        if run.manifest.exists() else None
     ids, skipped = dft_candidate_ids(screened, dft_rows, {(d.get("metadata") or {}).get("record_id")
-                                                          for d in cand_docs})
+                                                          for d in cand_docs}, top_k)
     docs_of: dict[str, list[dict]] = {}
     for d in cand_docs:
         docs_of.setdefault((d.get("metadata") or {}).get("record_id"), []).append(d)
