@@ -164,23 +164,21 @@ class TcBuilder(MaterialBuilder):
             return self._gated_out(gate, [str(d.get("uuid")) for d in docs])
         return {**self._from_elph(elph[-1], docs), **_gate_electronic(gate)}
 
-    def _gated_out(self, gate: dict, task_ids: list[str]) -> dict:
-        """Row of a material the stability gate stopped: dynamically unstable, no T_c."""
-        out = gate["output"]
+    def _common_fields(self, task: dict, stable_key: str) -> dict:
+        """Fields every row takes alike from its task document (elph or gate): structure and
+        its symmetry, energy, lowest mode, preset, candidate identity and ML predictions."""
+        out = task["output"]
         s = out["structure"]
         sdict = s.as_dict() if isinstance(s, Structure) else s
         info = structure_summary(sdict, self.symprec)
-        md = gate.get("metadata") or {}
+        md = task.get("metadata") or {}
         predictions = {k: v for k, v in (md.get("predictions") or {}).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        nulls = dict.fromkeys(("lambda_", "omega_log_K", "tc_K", "tc_allen_dynes_K",
-                               "tc_mcmillan_K", "mu_star", "selected_sigma_Ry", "selection_rule",
-                               "dos_ef_states_per_Ry"))
         return {
-            **info, **nulls, "symprec": self.symprec,
+            **info, "symprec": self.symprec,
             "formula_pretty": out.get("formula_pretty") or info["formula"],
             "structure": sdict,
-            "dynamically_stable": out.get("stable"),
+            "dynamically_stable": out.get(stable_key),
             "min_frequency_cm1": _number(out, "min_frequency_cm1"),
             "energy_per_atom_eV": _number(out, "energy_per_atom_eV"),
             "preset": (out.get("input") or {}).get("preset"),
@@ -189,28 +187,28 @@ class TcBuilder(MaterialBuilder):
             "parent_id": md.get("parent_id"),  # set on a soft-mode rescue child
             "ml_predictions": predictions,
             "dft_minus_ml": {},
+            "task_id": task.get("uuid"),
+            "completed_at": task.get("completed_at"),
+        }
+
+    def _gated_out(self, gate: dict, task_ids: list[str]) -> dict:
+        """Row of a material the stability gate stopped: dynamically unstable, no T_c."""
+        nulls = dict.fromkeys(("lambda_", "omega_log_K", "tc_K", "tc_allen_dynes_K",
+                               "tc_mcmillan_K", "mu_star", "selected_sigma_Ry", "selection_rule",
+                               "dos_ef_states_per_Ry"))
+        return {
+            **self._common_fields(gate, "stable"), **nulls,
             "epc_run": False,
-            "epc_skipped_reason": out.get("epc_skipped_reason"),
-            "task_id": gate.get("uuid"),
+            "epc_skipped_reason": gate["output"].get("epc_skipped_reason"),
             "task_ids": sorted(task_ids),
-            "completed_at": gate.get("completed_at"),
             **_gate_electronic(gate),
         }
 
     def _from_elph(self, best: dict, docs: list[dict]) -> dict:
         """Row of a material with an electron-phonon result (the latest elph document)."""
         out = best["output"]
-        s = out["structure"]
-        sdict = s.as_dict() if isinstance(s, Structure) else s
-        info = structure_summary(sdict, self.symprec)
-        md = best.get("metadata") or {}
-        predictions = {k: v for k, v in (md.get("predictions") or {}).items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
         doc = {
-            **info,
-            "symprec": self.symprec,
-            "formula_pretty": out.get("formula_pretty") or info["formula"],
-            "structure": sdict,
+            **self._common_fields(best, "dynamically_stable"),
             "lambda_": _number(out, "lambda_"),
             "omega_log_K": _number(out, "omega_log_K"),
             "tc_K": _number(out, "tc_K", required=True),
@@ -220,21 +218,11 @@ class TcBuilder(MaterialBuilder):
             "selected_sigma_Ry": _number(out, "selected_sigma_Ry"),
             "selection_rule": out.get("selection_rule"),
             "dos_ef_states_per_Ry": _number(out, "dos_ef_states_per_Ry"),
-            "dynamically_stable": out.get("dynamically_stable"),
-            "min_frequency_cm1": _number(out, "min_frequency_cm1"),
-            "energy_per_atom_eV": _number(out, "energy_per_atom_eV"),
-            "preset": (out.get("input") or {}).get("preset"),
-            "origin": md.get("origin") or "user",
-            "candidate_id": md.get("candidate_id"),
-            "parent_id": md.get("parent_id"),  # set on a soft-mode rescue child
-            "ml_predictions": predictions,
-            "dft_minus_ml": {},
             "epc_run": True,
             "epc_skipped_reason": None,
-            "task_id": best.get("uuid"),
             "task_ids": sorted(str(d.get("uuid")) for d in docs),
-            "completed_at": best.get("completed_at"),
         }
+        predictions = doc["ml_predictions"]
         for key, dft_field in DFT_ML_PAIRS.items():
             if key in predictions and doc.get(dft_field) is not None:
                 doc["dft_minus_ml"][dft_field] = doc[dft_field] - predictions[key]
