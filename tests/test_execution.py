@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,53 @@ def test_killed_rocket_relaunch_completes_without_duplicates(fw_env):
     by = {d["uuid"]: d for d in docs}
     assert by[c.uuid]["output"] == 5.0
     assert by[a.uuid]["completed_at"] == first[a.uuid]["completed_at"]  # a was not run again
+
+
+def _elph_launches(root: Path) -> list[Path]:
+    return [d for d in root.glob("launcher_*") if (d / "elph_dir").is_dir()]
+
+
+@pytest.mark.slow
+@pytest.mark.qe
+@pytest.mark.ci
+def test_worker_killed_during_ph_resumes_in_the_rerun_launch(fw_env):
+    """Real QE under a real worker: SIGKILL to `sc-inverse rlaunch` and ph.x once the EPC ph.x
+    finished 3 of Al's 8 irreducible q-points; `submit recover` and a new worker continue in a
+    new launch directory from q-point 4 (the killed attempt's files moved there), and the flow
+    completes with one EPC document and Al's λ."""
+    from sc_inverse.qe.attempts import DONE_MARKER, MOVED_MARKER
+    from sc_inverse.qe.handlers import completed_qpoints
+
+    _sh(BIN / "sc-inverse", "submit", "epc", AL, "--preset", "test", "--launchpad", fw_env["lp"])
+    cmd = [str(BIN / "sc-inverse"), "rlaunch", "-l", str(fw_env["lp"]), "-w",
+           str(fw_env["fworker"]), "rapidfire"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    done, t0 = 0, time.perf_counter()
+    while done < 3 and proc.poll() is None and time.perf_counter() - t0 < 500:
+        time.sleep(0.2)
+        done = max((len(completed_qpoints(d, "dyn")) for d in _elph_launches(fw_env["dir"])),
+                   default=0)
+    assert proc.poll() is None, "the worker ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (killed,) = _elph_launches(fw_env["dir"])
+    done = len(completed_qpoints(killed, "dyn"))
+    assert 3 <= done < 8
+    out = _sh(BIN / "sc-inverse", "submit", "recover", "--expiration-secs", "0",
+              "--launchpad", fw_env["lp"]).stdout
+    assert "re-running 1 fireworks" in out
+    _rlaunch(fw_env)
+    assert _states(fw_env) == {"COMPLETED"}
+    assert (killed / MOVED_MARKER).exists() and not (killed / "elph_dir").exists()
+    (rerun,) = _elph_launches(fw_env["dir"])
+    assert (rerun / DONE_MARKER).exists()
+    assert (rerun / "ph.out").read_text().count("Calculation of q") == 8 - done
+    (elph,) = [d["output"] for d in _outputs()
+               if isinstance(d.get("output"), dict) and "lambda_" in d["output"]]
+    (resume,) = [c for c in elph["corrections"] if c["handler"] == "resume"]
+    assert resume["actions"][0]["_set"]["inputph.start_q"] == done + 1
+    assert elph["lambda_"] == pytest.approx(0.435, abs=0.003)  # QE's PHonon/example03
 
 
 _CHECKOUTS = """

@@ -44,6 +44,7 @@ from pathlib import Path
 from jobflow import CURRENT_JOB, Flow, Maker, Response, job
 from pymatgen.core import Structure
 
+from sc_inverse.qe.attempts import resumable, resuming_from
 from sc_inverse.qe.jobs import (
     QeElphMaker,
     QeScfMaker,
@@ -51,13 +52,15 @@ from sc_inverse.qe.jobs import (
     _ph_handlers,
     _PwMaker,
     _timings,
+    keep_earlier_output,
+    resume_point,
     run_pw,
     save_phonons,
 )
 from sc_inverse.qe.kpoints import as_mesh, qgrid_from_kgrid
 from sc_inverse.qe.parsers import parse_dyn0
 from sc_inverse.qe.run import QeRunResult, run_qe
-from sc_inverse.qe.schemas import PwTaskDoc, StabilityGateDoc
+from sc_inverse.qe.schemas import PwTaskDoc, QeCorrection, StabilityGateDoc
 from sc_inverse.qe.sets import (
     FILDYN,
     FLFRC,
@@ -84,16 +87,36 @@ def gate_qgrid(epc_qgrid) -> Mesh:
     return tuple(min(2, int(n)) for n in as_mesh(epc_qgrid, "qpoints_grid"))  # type: ignore[return-value]
 
 
+def gate_resume(directory: Path) -> tuple[list[QeRunResult], int | None]:
+    """Where the gate's ph.x continues when this attempt took over a killed one's files: the
+    first irreducible q-point without a finished dynamical matrix (None: start afresh), and a
+    ``resume`` record whose action is empty when every q-point finished (ph.x is not run)."""
+    earlier = resuming_from()
+    start = resume_point(directory, elph=False) if earlier is not None else None
+    if start is None:
+        return [], None
+    n_q = len(parse_dyn0(directory / f"{FILDYN}0")[1])
+    kept = keep_earlier_output(directory, "ph")
+    logger.info("gate ph.x: q-points 1-%d of %d finished in the earlier attempt", start - 1, n_q)
+    note = QeCorrection(handler="resume", step="ph", errors=[
+        f"q-points 1-{start - 1} of {n_q} finished in the earlier attempt in {earlier} "
+        f"(its log kept as {kept.name})"],
+        actions=[{"_set": {"inputph.start_q": start}}] if start <= n_q else [])
+    return [QeRunResult(kept, [note])], start
+
+
 def run_gate_phonons(preset: QePreset, qgrid: Mesh, directory: Path, max_seconds=None,
                      walltime_s=None, settings=None, save_dvscf: bool = False,
                      ) -> list[QeRunResult]:
     """ph.x (phonons only; ``save_dvscf``: writing the potential variations too) on ``qgrid``,
     q2r.x (force constants) and matdyn.x on ph.x's irreducible q points (ASR, frequencies +
     displacement patterns) in ``directory``."""
-    ph = PhInputGenerator(preset=preset, fildyn=FILDYN, electron_phonon=False,
-                          save_dvscf=save_dvscf).get_input_set(
-        qgrid, outdir=OUTDIR, prefix=PREFIX, max_seconds=max_seconds)
-    runs = [run_qe("ph", ph, directory, _ph_handlers(walltime_s), settings=settings)]
+    runs, start = gate_resume(directory)
+    if start is None or runs[0].corrections[0].actions:
+        ph = PhInputGenerator(preset=preset, fildyn=FILDYN, electron_phonon=False,
+                              save_dvscf=save_dvscf).get_input_set(
+            qgrid, outdir=OUTDIR, prefix=PREFIX, max_seconds=max_seconds, start_q=start)
+        runs.append(run_qe("ph", ph, directory, _ph_handlers(walltime_s), settings=settings))
     q2r = Q2rInputGenerator(fildyn=FILDYN, flfrc=FLFRC, la2f=False).get_input_set()
     runs.append(run_qe("q2r", q2r, directory, settings=settings))
     _, irreducible = parse_dyn0(directory / f"{FILDYN}0")
@@ -121,6 +144,7 @@ class QeStabilityGateMaker(_PwMaker):
     reuse_phonons: bool = False
 
     @job(output_schema=StabilityGateDoc)
+    @resumable
     def make(self, structure: Structure, kpoints_grid=None,
              kpoint_length_A: float | None = None) -> StabilityGateDoc:
         preset, directory, pseudos, kgrid, history, length = self._setup(

@@ -170,15 +170,15 @@ class PhRecoverHandler(_QeHandler):
         return {"errors": [f"{why}; restarting at q-point {next_q}"], "actions": [action]}
 
 
-def completed_qpoints(directory: Path, fildyn: str) -> set[int]:
-    """Indices of q-points with a complete dynamical matrix and EPC file."""
+def completed_qpoints(directory: Path, fildyn: str, elph: bool = True) -> set[int]:
+    """Indices of q-points with a complete dynamical matrix and (``elph``) EPC file."""
     done = set()
     for dyn in directory.glob(f"{fildyn}*"):
         suffix = dyn.name[len(fildyn):]
         if not suffix.isdigit() or suffix == "0":
             continue
-        elph = directory / "elph_dir" / f"elph.inp_lambda.{suffix}"
-        if elph.is_file() and "Diagonalizing the dynamical matrix" in _text(dyn):
+        elph_file = directory / "elph_dir" / f"elph.inp_lambda.{suffix}"
+        if (elph_file.is_file() or not elph) and "Diagonalizing the dynamical matrix" in _text(dyn):
             done.add(int(suffix))
     return done
 

@@ -27,7 +27,8 @@ from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
-from sc_inverse.errors import CalculationError, InputError
+from sc_inverse.errors import CalculationError, InputError, ParseError
+from sc_inverse.qe.attempts import resumable, resuming_from
 from sc_inverse.qe.handlers import (
     PhRecoverHandler,
     PwDiagonalizationHandler,
@@ -42,9 +43,9 @@ from sc_inverse.qe.kpoints import (
     mesh_from_length,
     qgrid_from_kgrid,
 )
-from sc_inverse.qe.parsers import parse_dyn0, parse_pw_output
+from sc_inverse.qe.parsers import parse_dyn0, parse_pw_output, parse_wall_time
 from sc_inverse.qe.pseudos import resolve_pseudopotentials
-from sc_inverse.qe.run import QeRunResult, run_qe
+from sc_inverse.qe.run import QeRunResult, run_problems, run_qe
 from sc_inverse.qe.schemas import (
     ELPH_DATA_FIELDS,
     ElphTaskDoc,
@@ -76,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 
 def _timings(runs: Sequence[QeRunResult]) -> list[RunTiming]:
-    return [r.timing for r in runs]
+    return [r.timing for r in runs if r.timing is not None]
 
 
 def _corrections(runs: Sequence[QeRunResult]) -> list[QeCorrection]:
@@ -117,8 +118,67 @@ def run_pw(
     iset = gen.get_input_set(structure, pseudos, kgrid, outdir=OUTDIR, prefix=PREFIX)
     iset.inputs = {f"{name}.in": iset.text}
     iset.filename = f"{name}.in"
+    earlier = finished_pw_run(iset.text, directory, name)
+    if earlier is not None:
+        return earlier
     handlers = _pw_handlers(f"{name}.in", f"{name}.out", walltime_s, PREFIX)
     return run_qe("pw", iset, directory, handlers, settings=settings, step=name)
+
+
+def finished_pw_run(input_text: str, directory: Path, name: str) -> QeRunResult | None:
+    """The pw.x run ``name`` an earlier attempt of this job finished in ``directory`` (see
+    :mod:`sc_inverse.qe.attempts`): same input, JOB DONE and its outdir save present, so it is
+    not repeated. None when not resuming or the run must run."""
+    earlier = resuming_from()
+    inp, out = directory / f"{name}.in", directory / f"{name}.out"
+    if earlier is None or not inp.is_file() or not out.is_file():
+        return None
+    if not (directory / OUTDIR / f"{PREFIX}.save" / "data-file-schema.xml").is_file():
+        return None
+    text = out.read_text(errors="replace")
+    if inp.read_text() != input_text or run_problems(text):
+        return None
+    logger.info("pw.x %s: finished in the earlier attempt (%s), not repeated", name, earlier)
+    note = QeCorrection(handler="resume", step=name,
+                        errors=[f"{name}.out finished in an earlier attempt in {earlier}"])
+    wall = parse_wall_time(text, "PWSCF") or 0.0
+    return QeRunResult(out, [note], RunTiming(step=name, command="(earlier attempt)",
+                                              wall_time_s=wall))
+
+
+def keep_earlier_output(directory: Path, name: str) -> Path:
+    """Rename ``name.out`` to the first free ``name.attemptN.out`` (a re-run must not overwrite
+    the log of the attempt it continues)."""
+    k = 1
+    while (directory / f"{name}.attempt{k}.out").exists():
+        k += 1
+    kept = directory / f"{name}.attempt{k}.out"
+    if (directory / f"{name}.out").is_file():
+        (directory / f"{name}.out").rename(kept)
+    return kept
+
+
+def relax_restart(directory: Path, name: str) -> tuple[Structure, QeCorrection] | None:
+    """Where a killed earlier attempt's relax ``name`` got to: its last geometry after at
+    least one ionic step (the earlier output is kept as ``name.attemptN.out``), with the
+    correction that records it. None when not resuming or there is nothing to continue."""
+    earlier = resuming_from()
+    out = directory / f"{name}.out"
+    if earlier is None or not out.is_file():
+        return None
+    try:
+        parsed = parse_pw_output(out, require_done=False)
+    except ParseError:
+        return None
+    if parsed.job_done or parsed.n_ionic_steps < 1 or parsed.final_structure is None:
+        return None
+    kept = keep_earlier_output(directory, name)
+    note = QeCorrection(handler="resume", step=name, errors=[
+        f"{name}: restarted from ionic step {parsed.n_ionic_steps} of an earlier attempt in "
+        f"{earlier} (kept as {kept.name})"])
+    logger.info("%s: restarting from ionic step %d of the earlier attempt", name,
+                parsed.n_ionic_steps)
+    return parsed.final_structure, note
 
 
 def _converge_kgrid(structure, preset, pseudos, directory: Path):
@@ -263,14 +323,18 @@ class QeRelaxMaker(_PwMaker):
     standardize: bool = True
 
     @job(output_schema=PwTaskDoc)
+    @resumable
     def make(self, structure: Structure, kpoints_grid=None) -> PwTaskDoc:
         preset, directory, pseudos, kgrid, history, length = self._setup(structure, kpoints_grid)
-        res = run_pw(structure, preset, self.calculation, pseudos, kgrid, directory, "relax",
+        restart = relax_restart(directory, "relax")
+        start, resumed = (restart[0], [restart[1]]) if restart else (structure, [])
+        res = run_pw(start, preset, self.calculation, pseudos, kgrid, directory, "relax",
                      max_seconds=self.max_seconds, walltime_s=self.walltime_s,
                      user_params=self.user_params)
         doc = PwTaskDoc.from_directory(
             directory, preset, "relax", task_label=self.name, structure_input=structure,
-            timings=_timings([res]), corrections=_corrections([res]), kpoint_convergence=history,
+            timings=_timings([res]), corrections=[*resumed, *_corrections([res])],
+            kpoint_convergence=history,
             kpoint_length_A=length,
         )
         if doc.relax_converged is False:
@@ -295,6 +359,7 @@ class QeScfMaker(_PwMaker):
     name: str = "qe scf"
 
     @job(output_schema=PwTaskDoc)
+    @resumable
     def make(self, structure: Structure, kpoints_grid=None,
              kpoint_length_A: float | None = None) -> PwTaskDoc:
         preset, directory, pseudos, kgrid, history, length = self._setup(
@@ -342,12 +407,12 @@ def run_ph(preset: QePreset, qgrid, directory: Path, start_q=None, last_q=None,
     return run_qe("ph", iset, directory, _ph_handlers(walltime_s), settings=settings)
 
 
-def resume_point(directory: Path) -> int | None:
+def resume_point(directory: Path, elph: bool = True) -> int | None:
     """The irreducible q-point a ph.x run left unfinished in ``directory`` should restart at:
     None when no q-point finished there (a fresh run), ``n_q + 1`` when all did. The same
     restart rule as :class:`~sc_inverse.qe.handlers.PhRecoverHandler` (first q without its
     dyn + elph files; finished q-points are independent and kept)."""
-    done = completed_qpoints(directory, FILDYN)
+    done = completed_qpoints(directory, FILDYN, elph=elph)
     dyn0 = directory / f"{FILDYN}0"
     if not done or not dyn0.is_file():
         return None
@@ -528,6 +593,7 @@ class QeElphMaker(Maker):
     cleanup: bool = True  # delete the copied outdir (wavefunctions, dvscf) after success
 
     @job(data=list(ELPH_DATA_FIELDS))  # no output_schema: with fanout the output is the merge's
+    @resumable
     def make(self, scf_outdir: str, prefix: str = PREFIX, kpoints_grid=None, qpoints_grid=None,
              structure: Structure | None = None, energy_eV: float | None = None,
              phonons_dir: str | None = None):
@@ -597,6 +663,7 @@ class QeQPointMaker(Maker):
     walltime_s: float | None = None
 
     @job(output_schema=QPointTaskDoc)
+    @resumable
     def make(self, scf_outdir: str, prefix: str, qpoints_grid, q_index: int, n_q: int) -> QPointTaskDoc:
         preset = get_preset(self.preset)
         directory = Path.cwd()

@@ -339,7 +339,8 @@ class StabilityGateDoc(QeTaskDocBase):
         corrections: Sequence[QeCorrection] = (),
     ) -> StabilityGateDoc:
         """The gate's verdict from ``dir_name``: ``dyn0..N`` (ph.x), ``qgrid.freq`` and
-        ``qgrid.modes`` (matdyn.x, ASR) and the CPU times of ``scf.out``/``ph.out``.
+        ``qgrid.modes`` (matdyn.x, ASR) and the CPU times of ``scf.out`` and ph.x (``ph.out``
+        and the logs of earlier, killed attempts it continued, ``ph.attemptN.out``).
 
         ``structure`` is the checked cell (q is converted to its reduced coordinates with the
         alat pw.x printed: with ibrav = 0 it is the length of the first lattice vector);
@@ -373,8 +374,9 @@ class StabilityGateDoc(QeTaskDocBase):
         softest = verdict.qgrid
         allowed = verdict.stable is not False or epc_unstable
         skipped = None if allowed else f"{GATE_SKIP_NOTE}: {verdict.reason}"
-        cpu = [parse_cpu_time(_read_text(directory / f), prog)
-               for f, prog in (("scf.out", "PWSCF"), ("ph.out", "PHONON"))]
+        ph_logs = [*sorted(directory.glob("ph.attempt*.out")), directory / "ph.out"]
+        cpu = [parse_cpu_time(_read_text(directory / "scf.out"), "PWSCF")]
+        cpu += [parse_cpu_time(_read_text(f), "PHONON") for f in ph_logs if f.is_file()]
         return cls(
             task_label=task_label,
             calc_type="stability-gate",
