@@ -376,6 +376,17 @@ def screen_summary(data: CampaignData) -> dict:
     return {}
 
 
+def criterion_row(c: Mapping) -> tuple[str, int | None, None]:
+    """One screen criterion's funnel row: how many passed, and how many it could not judge (a
+    criterion judged for none - e.g. the ML gap without its model - passes nobody: "–", not 0)."""
+    mode = "" if c.get("mode", "filter") == "filter" else f", {c['mode']}"
+    unjudged = int(c.get("n_not_evaluated") or 0)
+    if unjudged and not (c.get("n_pass") or c.get("n_fail")):
+        return f"screen: {c['criterion']} not evaluated ({unjudged} records){mode}", None, None
+    extra = f"; {unjudged} not evaluated" if unjudged else ""
+    return f"screen: {c['criterion']} passes{mode}{extra}", c.get("n_pass"), None
+
+
 def funnel_rows(data: CampaignData) -> list[tuple[str, int | None, int | None]]:
     """``(stage, ours, study)``: generated → valid → the screen's stages → sent to DFT →
     DFT done → T_c > 5 K → dynamically stable → stable & novel. ``ours`` None: not known yet."""
@@ -390,9 +401,7 @@ def funnel_rows(data: CampaignData) -> list[tuple[str, int | None, int | None]]:
         # valid (no generator flag), not a duplicate, not a training structure/composition
         triaged = sum(set(r.flags) <= {"mlip_not_converged"} for r in scr)
         rows.append(("valid, unique, not in the training set (triage)", triaged, None))
-        for c in summary.get("criteria", []):
-            mode = "" if c.get("mode", "filter") == "filter" else f", {c['mode']}"
-            rows.append((f"screen: {c['criterion']} passes{mode}", c.get("n_pass"), None))
+        rows += [criterion_row(c) for c in summary.get("criteria", [])]
     rows.append(("passed ML screen", sum(bool(r.passed) for r in scr) if screened else None,
                  STUDY_FUNNEL["passed ML screen"]))
     done = [r for r in data.rows if r.state == "done"]
