@@ -168,9 +168,10 @@ def test_partial_run_rows_states_and_funnel(campaign):
 
 def test_a_criterion_judged_for_nobody_is_not_a_zero_in_the_funnel():
     gap = {"criterion": "gap_eV < 0.05", "n_pass": 0, "n_fail": 0, "n_not_evaluated": 2539}
-    assert criterion_row(gap) == ("screen: gap_eV < 0.05 not evaluated (2539 records)", None, None)
+    assert criterion_row(gap) == (
+        "screen: gap_eV < 0.05 not evaluated (0 of 2539 records judged)", None, None)
     tc = {"criterion": "tc_K > 5", "n_pass": 329, "n_fail": 2200, "n_not_evaluated": 10}
-    assert criterion_row(tc) == ("screen: tc_K > 5 passes; 10 not evaluated", 329, None)
+    assert criterion_row(tc) == ("screen: tc_K > 5 passes (of 2529 judged)", 329, None)
     mlip = {"criterion": "mlip_dynamically_stable", "mode": "advisory", "n_pass": 22,
             "n_fail": 120, "n_not_evaluated": 0}
     assert criterion_row(mlip) == ("screen: mlip_dynamically_stable passes, advisory", 22, None)

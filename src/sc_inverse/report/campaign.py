@@ -377,14 +377,17 @@ def screen_summary(data: CampaignData) -> dict:
 
 
 def criterion_row(c: Mapping) -> tuple[str, int | None, None]:
-    """One screen criterion's funnel row: how many passed, and how many it could not judge (a
-    criterion judged for none - e.g. the ML gap without its model - passes nobody: "–", not 0)."""
+    """One screen criterion's funnel row: how many passed of how many it judged (later stages
+    judge only the earlier stages' survivors; a criterion judged for none - e.g. the ML gap
+    without its model - shows "–", not 0 passes)."""
     mode = "" if c.get("mode", "filter") == "filter" else f", {c['mode']}"
+    judged = int(c.get("n_pass") or 0) + int(c.get("n_fail") or 0)
     unjudged = int(c.get("n_not_evaluated") or 0)
-    if unjudged and not (c.get("n_pass") or c.get("n_fail")):
-        return f"screen: {c['criterion']} not evaluated ({unjudged} records){mode}", None, None
-    extra = f"; {unjudged} not evaluated" if unjudged else ""
-    return f"screen: {c['criterion']} passes{mode}{extra}", c.get("n_pass"), None
+    if unjudged and not judged:
+        return f"screen: {c['criterion']} not evaluated (0 of {unjudged} records judged){mode}", \
+            None, None
+    extra = f" (of {judged} judged)" if unjudged else ""
+    return f"screen: {c['criterion']} passes{extra}{mode}", c.get("n_pass"), None
 
 
 def funnel_rows(data: CampaignData) -> list[tuple[str, int | None, int | None]]:
