@@ -389,3 +389,57 @@ def test_real_qe_al_epc_from_the_gate_phonons_matches_its_own(al_structure, tmp_
         if b.lambda_ and b.lambda_ > 0.1:
             assert a.lambda_ == pytest.approx(b.lambda_, rel=3e-3)
             assert a.omega_log_K == pytest.approx(b.omega_log_K, rel=3e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the screen's band-gap criterion judged at the gate: no phonons, no EPC for a non-metal
+# ---------------------------------------------------------------------------------------------
+def test_gate_gap_threshold_is_the_screens_criterion():
+    from sc_inverse.qe.gate import DFT_MAX_GAP_EV
+    from sc_inverse.screening.criteria import default_criteria
+
+    (gap,) = [c for c in default_criteria() if c.key == "gap_eV"]
+    assert (gap.comparison, gap.threshold) == ("<", DFT_MAX_GAP_EV)
+
+
+def test_row_note_of_a_gate_stopped_for_its_gap_has_no_mode():
+    from sc_inverse.pipeline.jobs import _gate_note
+    from sc_inverse.qe.schemas import GAP_SKIP_NOTE
+
+    why = f"{GAP_SKIP_NOTE}: DFT band gap 0.512 eV >= 0.05 eV at the gate's scf"
+    assert _gate_note({"min_frequency_cm1": None, "epc_skipped_reason": why}) == why
+    assert _gate_note({"min_frequency_cm1": -80.0, "softest_q_frac": [0.5, 0, 0]}).startswith(
+        f"{GATE_SKIP_NOTE}: lowest mode -80.0")
+
+
+@pytest.mark.qe
+@pytest.mark.skipif(not have_qe("pw.x") or not (QE_PSEUDO_DIR / "Si.pz-vbc.UPF").is_file(),
+                    reason="pw.x or Si.pz-vbc.UPF not installed")
+def test_real_qe_gate_stops_an_insulator_after_its_scf(tmp_path, monkeypatch):
+    """Diamond Si (test preset, real pw.x ≈ 1 s): the gate's scf finds the gap, computes no
+    phonons, and the gated EPC job returns the gate document (no scf(la2F), no ph.x)."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    from sc_inverse.qe.schemas import GAP_SKIP_NOTE
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    si = Structure(Lattice.cubic(5.43), ["Si"] * 8, [
+        [0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+        [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]]
+    ).get_primitive_structure()
+    gate = QeStabilityGateMaker(preset="test", pseudo_dir=str(QE_PSEUDO_DIR)).make(
+        si, kpoints_grid=(4, 4, 4))
+    epc = QeGatedElphMaker().make(gate.output, si, kpoints_grid=(4, 4, 4))
+    store = JobStore(MemoryStore())
+    run_locally(Flow([gate, epc]), store=store, create_folders=True, root_dir=tmp_path,
+                log=False, ensure_success=True)
+    with store:
+        doc = StabilityGateDoc.model_validate(store.get_output(gate.uuid))
+        final = store.get_output(epc.uuid, load=True)
+    assert 0.3 < doc.scf.electronic.band_gap_eV < 1.0  # LDA Si
+    assert doc.stable is None and not doc.epc_allowed and doc.qpoints == []
+    assert doc.epc_skipped_reason.startswith(GAP_SKIP_NOTE) and "phonons not computed" in doc.reason
+    assert [t.step for t in doc.timings] == ["scf"] and doc.cpu_time_s > 0
+    assert not list(tmp_path.rglob("ph.in")) and not list(tmp_path.rglob("out"))
+    assert final["calc_type"] == "stability-gate" and final["epc_skipped_reason"] == doc.epc_skipped_reason

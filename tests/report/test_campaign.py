@@ -160,7 +160,8 @@ def test_partial_run_rows_states_and_funnel(campaign):
     assert funnel["valid, unique, not in the training set (triage)"][0] == 5
     assert funnel["passed ML screen"] == (5, 62)
     assert funnel["sent to DFT"] == (5, 62)
-    assert funnel["EPC skipped at the stability gate"][0] == 1
+    assert funnel["EPC skipped: unstable at the stability gate"][0] == 1
+    assert funnel["EPC skipped: not a metal at the gate's scf (DFT gap)"][0] == 0
     assert funnel["DFT done (EPC)"] == (2, 62)
     assert funnel["T_c > 5 K"] == (2, 32)
     assert funnel["dynamically stable & novel"] == (1, 20)

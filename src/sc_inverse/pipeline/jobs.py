@@ -267,6 +267,14 @@ def _electronic(scf: Any) -> dict[str, float | None]:
             "dos_at_fermi_states_per_eV": (el or {}).get("dos_at_fermi_states_per_eV")}
 
 
+def _gate_note(gate: dict) -> str:
+    """Why the gate stopped the EPC: the softest mode, or its own reason (e.g. not a metal)."""
+    if gate.get("min_frequency_cm1") is None:
+        return str(gate.get("epc_skipped_reason") or gate.get("reason") or GATE_SKIP_NOTE)
+    return (f"{GATE_SKIP_NOTE}: lowest mode {gate['min_frequency_cm1']:.1f} cm⁻¹ at q = "
+            f"{gate.get('softest_q_frac')} (reciprocal-lattice units)")
+
+
 def _gate_fields(gate: dict) -> dict[str, Any]:
     """Row fields of the stability gate: its verdict, lowest mode and why, and the scf's gap."""
     return {"gate_stable": gate.get("stable"),
@@ -310,8 +318,7 @@ def dft_row(rec: CandidateRecord | None, rid: str, epc: dict | None, hull: dict 
                     "dynamically_stable": epc.get("stable"),
                     "min_frequency_cm1": epc.get("min_frequency_cm1"),
                     "dir_name": epc.get("dir_name"), "epc_run": False,
-                    "note": f"{GATE_SKIP_NOTE}: lowest mode {epc.get('min_frequency_cm1'):.1f} "
-                            f"cm⁻¹ at q = {epc.get('softest_q_frac')} (reciprocal-lattice units)"})
+                    "note": _gate_note(epc)})
         row["formula"] = epc.get("formula_pretty") or row["formula"]
     else:
         row.update({k: epc.get(k) for k in ("lambda_", "omega_log_K", "tc_K", "tc_mcmillan_K",

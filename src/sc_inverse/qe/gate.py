@@ -77,6 +77,9 @@ from sc_inverse.qe.sets import (
 
 logger = logging.getLogger(__name__)
 
+#: the screen's E_gap < 0.05 eV criterion (screening/criteria.py), judged on the gate's scf
+DFT_MAX_GAP_EV = 0.05
+
 #: namespace of the uuids of the jobs the gated EPC job creates (derived from its own uuid, so a
 #: re-run of the same flow finds its scf/elph outputs again)
 GATED_UUID_NAMESPACE = uuid.UUID("3c9a7e52-0f0b-4d55-a0a4-7d1f5b2c9e10")
@@ -135,6 +138,9 @@ class QeStabilityGateMaker(_PwMaker):
     even when the gate finds the structure unstable. The outdir (wavefunctions) is deleted after
     the run: the EPC needs its own la2F scf. ``reuse_phonons``: when the gate's grid is the EPC
     q grid, keep the phonons (dvscf, patterns, dyn) for the EPC (``StabilityGateDoc.phonons_dir``).
+    ``max_gap_eV``: the screen's band-gap criterion judged on the gate's scf - a candidate
+    whose DFT gap is at least this is not a metal and has no phonon-mediated superconductivity
+    to compute: no phonons, no EPC (``StabilityGateDoc.not_a_metal``). None: not judged.
     """
 
     name: str = "qe stability gate"
@@ -142,6 +148,7 @@ class QeStabilityGateMaker(_PwMaker):
     epc_unstable: bool = False
     cleanup: bool = True
     reuse_phonons: bool = False
+    max_gap_eV: float | None = DFT_MAX_GAP_EV
 
     @job(output_schema=StabilityGateDoc)
     @resumable
@@ -160,6 +167,17 @@ class QeStabilityGateMaker(_PwMaker):
             kpoint_convergence=history, kpoint_length_A=length,
         )
         qgrid = gate_qgrid(epc_qgrid)
+        gap = scf.electronic.band_gap_eV if scf.electronic is not None else None
+        if self.max_gap_eV is not None and gap is not None and gap >= self.max_gap_eV:
+            if self.cleanup:
+                shutil.rmtree(directory / OUTDIR, ignore_errors=True)
+                scf.outdir = None
+            doc = StabilityGateDoc.not_a_metal(
+                directory, preset, structure, scf, gap, self.max_gap_eV, epc_qgrid, qgrid,
+                epc_unstable=self.epc_unstable, task_label=self.name,
+                timings=_timings([scf_run]), corrections=_corrections([scf_run]))
+            logger.info("%s: %s", structure.composition.reduced_formula, doc.reason)
+            return doc
         reuse = self.reuse_phonons and qgrid == tuple(epc_qgrid)
         ph_runs = run_gate_phonons(preset, qgrid, directory, self.max_seconds, self.walltime_s,
                                    save_dvscf=reuse)

@@ -408,8 +408,47 @@ class StabilityGateDoc(QeTaskDocBase):
         )
 
 
+    @classmethod
+    def not_a_metal(
+        cls,
+        dir_name: str | Path,
+        preset: QePreset,
+        structure: Structure,
+        scf: PwTaskDoc,
+        gap_eV: float,
+        max_gap_eV: float,
+        epc_qpoints_grid: Sequence[int],
+        qpoints_grid: Sequence[int],
+        epc_unstable: bool = False,
+        task_label: str = "",
+        timings: Sequence[RunTiming] = (),
+        corrections: Sequence[QeCorrection] = (),
+    ) -> StabilityGateDoc:
+        """The gate's verdict when its scf finds a band gap ≥ ``max_gap_eV`` (the screen's
+        E_gap criterion, from DFT): no phonons computed (``stable`` None), no EPC - a
+        conventional superconductor needs a Fermi surface."""
+        directory = Path(dir_name)
+        reason = (f"{GAP_SKIP_NOTE}: DFT band gap {gap_eV:.3f} eV >= {max_gap_eV:g} eV at the "
+                  "gate's scf; phonons not computed")
+        cpu = parse_cpu_time(_read_text(directory / "scf.out"), "PWSCF")
+        return cls(
+            task_label=task_label, calc_type="stability-gate", dir_name=str(directory),
+            qe_version=scf.qe_version, **_structure_fields(structure),
+            input=_ph_input_summary(directory, preset.name, kpoints_grid=scf.input.kpoints_grid,
+                                    qpoints_grid=list(qpoints_grid)),
+            **_run_fields(timings, corrections),
+            stable=None, threshold_cm1=preset.imaginary_threshold_cm1,
+            qpoints_grid=list(qpoints_grid), epc_qpoints_grid=list(epc_qpoints_grid),
+            reason=reason, epc_allowed=epc_unstable, epc_unstable=epc_unstable,
+            epc_skipped_reason=None if epc_unstable else reason, scf=scf, cpu_time_s=cpu,
+            energy_eV=scf.energy_eV, energy_per_atom_eV=scf.energy_per_atom_eV,
+        )
+
+
 #: what a row says for a candidate the gate stopped
 GATE_SKIP_NOTE = "EPC not run (unstable at the gate; --epc-unstable runs it)"
+#: ... and for one whose gate scf is not a metal
+GAP_SKIP_NOTE = "EPC not run (not a metal; --epc-unstable runs it)"
 
 
 def pw_alat_A(path: Path) -> float:
@@ -959,6 +998,7 @@ def _run_fields(timings: Sequence[RunTiming], corrections: Sequence[QeCorrection
 __all__ = [
     "A2FData",
     "DEFAULT_IMAGINARY_THRESHOLD_CM1",
+    "GAP_SKIP_NOTE",
     "ELPH_DATA_FIELDS",
     "ElphTaskDoc",
     "GATE_SKIP_NOTE",

@@ -38,6 +38,7 @@ from pymatgen.core import Structure
 
 from sc_inverse.errors import InputError
 from sc_inverse.qe.parsers import parse_program_times
+from sc_inverse.qe.schemas import GAP_SKIP_NOTE
 from sc_inverse.records import CandidateRecord, load_records
 from sc_inverse.runs import RunDir, code_version
 
@@ -376,6 +377,10 @@ def screen_summary(data: CampaignData) -> dict:
     return {}
 
 
+def _not_a_metal(row: CampaignRow) -> bool:
+    return (row.note or "").startswith(GAP_SKIP_NOTE)
+
+
 def criterion_row(c: Mapping) -> tuple[str, int | None, None]:
     """One screen criterion's funnel row: how many passed of how many it judged (later stages
     judge only the earlier stages' survivors; a criterion judged for none - e.g. the ML gap
@@ -415,7 +420,10 @@ def funnel_rows(data: CampaignData) -> list[tuple[str, int | None, int | None]]:
         return rows + [(k, None, s) for k, s in STUDY_FUNNEL.items() if k not in listed]
     rows += [
         ("sent to DFT", len(data.rows), STUDY_FUNNEL["sent to DFT"]),
-        ("EPC skipped at the stability gate", sum(r.state == "EPC skipped" for r in data.rows), None),
+        ("EPC skipped: not a metal at the gate's scf (DFT gap)",
+         sum(r.state == "EPC skipped" and _not_a_metal(r) for r in data.rows), None),
+        ("EPC skipped: unstable at the stability gate",
+         sum(r.state == "EPC skipped" and not _not_a_metal(r) for r in data.rows), None),
         ("DFT done (EPC)", len(done), STUDY_FUNNEL["DFT done (EPC)"]),
         (f"T_c > {TC_THRESHOLD_K:g} K", len(hot), STUDY_FUNNEL[f"T_c > {TC_THRESHOLD_K:g} K"]),
         (f"dynamically stable, T_c > {TC_THRESHOLD_K:g} K", len(hot_stable), None),
