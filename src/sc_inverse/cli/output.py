@@ -18,8 +18,9 @@ import os
 import sys
 import warnings
 
-#: loggers whose INFO lines are shown at the default verbosity (stage summaries)
-QUIET_INFO_LOGGERS = ("sc_inverse.pipeline",)
+#: loggers whose INFO lines a plain command shows: the pipeline's progress, the stability gate's
+#: verdicts and a re-run taking over a killed attempt's work
+QUIET_INFO_LOGGERS = ("sc_inverse.pipeline", "sc_inverse.qe.gate", "sc_inverse.qe.attempts")
 
 _HANDLER_NAME = "sc-inverse"
 
